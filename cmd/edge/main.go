@@ -1,0 +1,73 @@
+// Command edge serves WebSocket signaling clients on one node of a cluster:
+// it connects to NATS (-nats or NATS_URL) and relies on a registry service
+// running somewhere in the cluster.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/natsrtc/signal/cmd/internal/run"
+	"github.com/natsrtc/signal/services/cli"
+)
+
+func main() {
+	if err := mainErr(); err != nil {
+		fmt.Fprintln(os.Stderr, "edge:", err)
+		os.Exit(1)
+	}
+}
+
+func mainErr() error {
+	fs := flag.NewFlagSet("edge", flag.ExitOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: edge [flags]\n\nServes WebSocket signaling clients; routes through NATS.\nEvery flag can also be set by the environment variable named in its description.\n\n")
+		fs.PrintDefaults()
+	}
+	natsURL := cli.NATS(fs)
+	shutdownTimeout := cli.Duration(fs, "shutdown-timeout", "SIGNAL_SHUTDOWN_TIMEOUT", run.DefaultShutdownTimeout, "bound on a graceful stop")
+	ef := run.AddEdgeFlags(fs)
+	logger := cli.LogLevel(fs)
+	_ = fs.Parse(os.Args[1:])
+	log := logger()
+	if *ef.ID != "" {
+		if err := run.ValidID(*ef.ID); err != nil {
+			return err
+		}
+	}
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+
+	nc, err := run.Connect(ctx, *natsURL, "edge", log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *ef.Listen)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	cfg := ef.Config(nc, log)
+	cfg.Listen = ln.Addr().String()
+	stop, serveErr, err := run.StartEdge(ctx, cfg, ln, log)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		log.Info("signal received; shutting down", "timeout", shutdownTimeout.String())
+	case err = <-serveErr:
+		log.Error("stopped serving", "err", err)
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), *shutdownTimeout)
+	defer scancel()
+	return errors.Join(err, stop(sctx))
+}

@@ -1,0 +1,151 @@
+// Package run holds what the service binaries share: the flags of each
+// service (every one with an environment fallback), and starting and
+// stopping the services in the documented order.
+package run
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"crypto/rand"
+	"encoding/hex"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/natsrtc/signal/edge"
+	"github.com/natsrtc/signal/registry"
+	"github.com/natsrtc/signal/services/cli"
+	"github.com/natsrtc/signal/services/natsconn"
+)
+
+// DefaultListen is where edges accept WebSocket clients.
+const DefaultListen = ":9090"
+
+// DefaultShutdownTimeout bounds a graceful stop.
+const DefaultShutdownTimeout = 15 * time.Second
+
+// EdgeFlags are the flags of an edge.
+type EdgeFlags struct {
+	Listen          *string
+	ID              *string
+	MaxFrame        *int
+	WriteQueue      *int
+	WriteTimeout    *time.Duration
+	RegistryTimeout *time.Duration
+}
+
+// AddEdgeFlags defines the edge's flags on fs.
+func AddEdgeFlags(fs *flag.FlagSet) *EdgeFlags {
+	return &EdgeFlags{
+		Listen:          cli.String(fs, "listen", "SIGNAL_LISTEN", DefaultListen, "address for WebSocket clients"),
+		ID:              cli.String(fs, "id", "EDGE_ID", "", "stable edge id (default: host name plus a random suffix)"),
+		MaxFrame:        cli.Int(fs, "max-frame", "SIGNAL_MAX_FRAME", edge.DefaultMaxFrameSize, "largest client message in bytes; bigger closes the connection with 1009"),
+		WriteQueue:      cli.Int(fs, "write-queue", "SIGNAL_WRITE_QUEUE", edge.DefaultWriteQueue, "frames that may wait for one client; a client that lets it fill is disconnected"),
+		WriteTimeout:    cli.Duration(fs, "write-timeout", "SIGNAL_WRITE_TIMEOUT", edge.DefaultWriteTimeout, "bound on each socket write"),
+		RegistryTimeout: cli.Duration(fs, "registry-timeout", "SIGNAL_REGISTRY_TIMEOUT", edge.DefaultRegistryTimeout, "bound on each registry request"),
+	}
+}
+
+// Config builds the edge configuration.
+func (f *EdgeFlags) Config(nc *nats.Conn, log *slog.Logger) edge.Config {
+	id := *f.ID
+	if id == "" {
+		id = DefaultEdgeID()
+	}
+	return edge.Config{
+		NC:              nc,
+		ID:              id,
+		Listen:          *f.Listen,
+		MaxFrameSize:    *f.MaxFrame,
+		WriteQueue:      *f.WriteQueue,
+		WriteTimeout:    *f.WriteTimeout,
+		RegistryTimeout: *f.RegistryTimeout,
+		Logger:          log,
+	}
+}
+
+// DefaultEdgeID is the host name plus a random suffix.
+func DefaultEdgeID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "edge"
+	}
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return sanitizeID(h) + "-" + hex.EncodeToString(b)
+}
+
+// sanitizeID keeps an id usable in subjects and keys: [A-Za-z0-9_-].
+func sanitizeID(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	return string(b)
+}
+
+// ValidID reports whether id is usable as an edge id.
+func ValidID(id string) error {
+	if id == "" || sanitizeID(id) != id {
+		return fmt.Errorf("edge id %q: use only [A-Za-z0-9_-]", id)
+	}
+	return nil
+}
+
+// RegistryFlags are the flags of a registry.
+type RegistryFlags struct {
+	Replicas *int
+	Workers  *int
+}
+
+// AddRegistryFlags defines the registry's flags on fs.
+func AddRegistryFlags(fs *flag.FlagSet, defReplicas int) *RegistryFlags {
+	return &RegistryFlags{
+		Replicas: cli.Int(fs, "replicas", "SIGNAL_KV_REPLICAS", defReplicas, "replicas of the KV buckets when the registry creates them (3 in a NATS cluster)"),
+		Workers:  cli.Int(fs, "workers", "SIGNAL_REGISTRY_WORKERS", registry.DefaultWorkers, "registry requests served at once"),
+	}
+}
+
+// Config builds the registry configuration.
+func (f *RegistryFlags) Config(nc *nats.Conn, log *slog.Logger) registry.Config {
+	return registry.Config{NC: nc, Replicas: *f.Replicas, Workers: *f.Workers, Logger: log}
+}
+
+// Connect connects to NATS for one service and waits, within ctx, until the
+// connection is up.
+func Connect(ctx context.Context, url, name string, log *slog.Logger) (*nats.Conn, error) {
+	nc, err := natsconn.Connect(natsconn.Config{URL: url, Name: name, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if err := natsconn.WaitConnected(ctx, nc); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("%s: %w", url, err)
+	}
+	return nc, nil
+}
+
+// StartEdge starts an edge on its listener. The returned stop function
+// shuts it down and drains its NATS connection within ctx.
+func StartEdge(ctx context.Context, cfg edge.Config, ln net.Listener, log *slog.Logger) (stop func(context.Context) error, serveErr <-chan error, err error) {
+	e, err := edge.New(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- e.Serve(ln) }()
+	log.Info("edge listening", "addr", ln.Addr().String(), "id", cfg.ID)
+	stop = func(ctx context.Context) error {
+		err := e.Shutdown(ctx)
+		return errors.Join(err, natsconn.Drain(ctx, cfg.NC))
+	}
+	return stop, errc, nil
+}

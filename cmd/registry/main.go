@@ -1,0 +1,59 @@
+// Command registry runs the registry service: the only writer of who is
+// online, keeping usernames unique across the cluster in the JetStream KV
+// bucket "users". Run as many as you like; they share the work through the
+// queue group "registry".
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/natsrtc/signal/cmd/internal/run"
+	"github.com/natsrtc/signal/registry"
+	"github.com/natsrtc/signal/services/cli"
+	"github.com/natsrtc/signal/services/natsconn"
+)
+
+func main() {
+	if err := mainErr(); err != nil {
+		fmt.Fprintln(os.Stderr, "registry:", err)
+		os.Exit(1)
+	}
+}
+
+func mainErr() error {
+	fs := flag.NewFlagSet("registry", flag.ExitOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: registry [flags]\n\nKeeps usernames unique across the signaling cluster (JetStream KV bucket \"users\").\nEvery flag can also be set by the environment variable named in its description.\n\n")
+		fs.PrintDefaults()
+	}
+	natsURL := cli.NATS(fs)
+	shutdownTimeout := cli.Duration(fs, "shutdown-timeout", "SIGNAL_SHUTDOWN_TIMEOUT", run.DefaultShutdownTimeout, "bound on a graceful stop")
+	rf := run.AddRegistryFlags(fs, registry.DefaultReplicas)
+	logger := cli.LogLevel(fs)
+	_ = fs.Parse(os.Args[1:])
+	log := logger()
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+
+	nc, err := run.Connect(ctx, *natsURL, "registry", log)
+	if err != nil {
+		return err
+	}
+	reg, err := registry.New(ctx, rf.Config(nc, log))
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	<-ctx.Done()
+	log.Info("signal received; shutting down", "timeout", shutdownTimeout.String())
+	sctx, scancel := context.WithTimeout(context.Background(), *shutdownTimeout)
+	defer scancel()
+	return errors.Join(reg.Stop(), natsconn.Drain(sctx, nc))
+}

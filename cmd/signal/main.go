@@ -1,0 +1,121 @@
+// Command signal runs the whole signaling system in one process for
+// development and tests: an embedded NATS server with JetStream (so the nats
+// CLI can watch it), the registry and one WebSocket edge.
+//
+//	go run ./cmd/signal
+//
+// then point WebSocket clients at ws://localhost:9090 and the nats CLI at
+// nats://127.0.0.1:4222.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/natsrtc/signal/cmd/internal/run"
+	"github.com/natsrtc/signal/registry"
+	"github.com/natsrtc/signal/services/cli"
+	"github.com/natsrtc/signal/services/embed"
+	"github.com/natsrtc/signal/services/natsconn"
+)
+
+func main() {
+	if err := mainErr(); err != nil {
+		fmt.Fprintln(os.Stderr, "signal:", err)
+		os.Exit(1)
+	}
+}
+
+func mainErr() error {
+	fs := flag.NewFlagSet("signal", flag.ExitOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: signal [flags]\n\nRuns an embedded NATS server with JetStream, the registry and a WebSocket edge in one process.\nEvery flag can also be set by the environment variable named in its description.\n\n")
+		fs.PrintDefaults()
+	}
+	natsListen := cli.String(fs, "nats-listen", "SIGNAL_NATS_LISTEN", "127.0.0.1:4222", "address of the embedded NATS server (port 0: any free port)")
+	data := cli.String(fs, "data", "SIGNAL_DATA", "", "JetStream store directory; restarting with the same directory keeps state (default: a new temporary directory)")
+	natsLogs := cli.Bool(fs, "nats-logs", "SIGNAL_NATS_LOGS", false, "print the embedded NATS server's log")
+	shutdownTimeout := cli.Duration(fs, "shutdown-timeout", "SIGNAL_SHUTDOWN_TIMEOUT", run.DefaultShutdownTimeout, "bound on a graceful stop")
+	ef := run.AddEdgeFlags(fs)
+	rf := run.AddRegistryFlags(fs, registry.DefaultReplicas)
+	logger := cli.LogLevel(fs)
+	_ = fs.Parse(os.Args[1:])
+	log := logger()
+	if *ef.ID != "" {
+		if err := run.ValidID(*ef.ID); err != nil {
+			return err
+		}
+	}
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+
+	ns, err := embed.Start(embed.Config{Listen: *natsListen, StoreDir: *data, Logs: *natsLogs})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		log.Info("nats server stopped")
+	}()
+	url := ns.ClientURL()
+	log.Info("nats server ready", "url", url, "store", ns.JetStreamConfig().StoreDir)
+
+	rnc, err := run.Connect(ctx, url, "registry", log)
+	if err != nil {
+		return err
+	}
+	reg, err := registry.New(ctx, rf.Config(rnc, log))
+	if err != nil {
+		rnc.Close()
+		return err
+	}
+	stopRegistry := func(ctx context.Context) error {
+		return errors.Join(reg.Stop(), natsconn.Drain(ctx, rnc))
+	}
+
+	enc, err := run.Connect(ctx, url, "edge", log)
+	if err != nil {
+		return errors.Join(err, stopRegistry(context.Background()))
+	}
+	ln, err := net.Listen("tcp", *ef.Listen)
+	if err != nil {
+		enc.Close()
+		return errors.Join(err, stopRegistry(context.Background()))
+	}
+	cfg := ef.Config(enc, log)
+	cfg.Listen = ln.Addr().String()
+	stopEdge, serveErr, err := run.StartEdge(ctx, cfg, ln, log)
+	if err != nil {
+		enc.Close()
+		return errors.Join(err, stopRegistry(context.Background()))
+	}
+	fmt.Fprintf(os.Stderr, "signal: WebSocket clients: ws://%s   NATS: %s\n", displayAddr(ln.Addr()), url)
+
+	select {
+	case <-ctx.Done():
+		log.Info("signal received; shutting down", "timeout", shutdownTimeout.String())
+	case err = <-serveErr:
+		log.Error("edge stopped serving", "err", err)
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), *shutdownTimeout)
+	defer scancel()
+	// Order: the edge first (its clients' names are released through the
+	// registry), then the registry; the NATS server last (deferred above).
+	return errors.Join(err, stopEdge(sctx), stopRegistry(sctx))
+}
+
+func displayAddr(a net.Addr) string {
+	ta, ok := a.(*net.TCPAddr)
+	if ok && ta.IP.IsUnspecified() {
+		return fmt.Sprintf("localhost:%d", ta.Port)
+	}
+	return a.String()
+}

@@ -1,0 +1,427 @@
+package edge
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+	"github.com/nats-io/nats.go"
+
+	"github.com/natsrtc/signal/services/protocol"
+)
+
+// closeReason is a close frame the edge sends: the codes are data, in one
+// table, so that clients and tests can rely on them.
+type closeReason struct {
+	code   ws.StatusCode
+	reason string
+}
+
+var (
+	closeNormal       = closeReason{ws.StatusNormalClosure, ""}
+	closeGoingAway    = closeReason{ws.StatusGoingAway, "edge shutting down"}
+	closeProtocol     = closeReason{ws.StatusProtocolError, "protocol error"}
+	closeInvalidUTF8  = closeReason{ws.StatusInvalidFramePayloadData, "invalid UTF-8"}
+	closeTooBig       = closeReason{ws.StatusMessageTooBig, "frame too big"}
+	closeInternal     = closeReason{ws.StatusInternalServerError, "internal error"}
+	closeSlowConsumer = closeReason{ws.StatusPolicyViolation, "not reading"}
+)
+
+// conn is one client socket. Its read loop (serve) runs in one goroutine and
+// owns everything not marked otherwise; writes go through a bounded queue
+// drained by a writer goroutine that exists only while there is something to
+// write, so an idle connection costs one parked goroutine.
+type conn struct {
+	e  *Edge
+	id uint64
+	nc net.Conn
+	r  io.Reader
+
+	hdr   [ws.MaxHeaderSize]byte
+	ctl   [125]byte
+	frame protocol.Frame
+	out   []byte   // scratch for the frame being published
+	pub   nats.Msg // scratch publish message
+
+	// Login state, set by the read loop; read by other goroutines only
+	// through e.mu (bySub, peers) or after the loop has ended.
+	name    string
+	nameB   []byte
+	token   string
+	session string
+	sub     *nats.Subscription
+	natsHdr nats.Header
+
+	// Route cache: the last target's subjects, so that a call's stream of
+	// candidates costs no encoding and no allocation.
+	lastTarget string
+	lastToken  string
+	lastSubj   string
+	lastReply  string
+
+	// peer is the token of the user this one last exchanged an offer or
+	// answer with (either direction). Guarded by e.mu.
+	peer string
+
+	wmu       sync.Mutex
+	queue     []outFrame
+	writing   bool
+	closeSent bool // a close frame is queued: nothing may follow it
+	done      bool // the read loop ended: the writer closes the socket
+}
+
+type outFrame struct {
+	op   ws.OpCode
+	data []byte
+}
+
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func (e *Edge) upgrade(w http.ResponseWriter, r *http.Request) {
+	u := ws.HTTPUpgrader{Timeout: DefaultHandshakeTimeout}
+	nc, rw, _, err := u.Upgrade(r, w)
+	if err != nil {
+		if nc != nil {
+			_ = nc.Close()
+		}
+		e.log.Debug("upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	c := &conn{e: e, id: e.nextID.Add(1), nc: nc, r: nc}
+	if n := rw.Reader.Buffered(); n > 0 {
+		// The client sent frames right behind its request.
+		pre, _ := rw.Reader.Peek(n)
+		c.r = io.MultiReader(bytes.NewReader(bytes.Clone(pre)), nc)
+	}
+	e.mu.Lock()
+	if e.closing.Load() {
+		e.mu.Unlock()
+		_ = nc.Close()
+		return
+	}
+	e.conns[c] = struct{}{}
+	e.byID[c.id] = c
+	e.connWG.Add(1)
+	e.mu.Unlock()
+	e.stats.connections.Add(1)
+	// A new goroutine, so that the HTTP server's (larger) stack is not kept
+	// for the life of the socket.
+	go c.serve()
+}
+
+// serve reads frames until the socket ends, then tears the connection down.
+func (c *conn) serve() {
+	defer c.teardown()
+	max := int64(c.e.cfg.MaxFrameSize)
+	var (
+		msg   *[]byte // message being assembled; nil between messages
+		op    ws.OpCode
+		inMsg bool
+	)
+	defer func() {
+		if msg != nil {
+			readBufs.Put(msg)
+		}
+	}()
+	for {
+		h, err := ws.ReadHeaderBuffer(c.r, c.hdr[:])
+		if err != nil {
+			return
+		}
+		if h.Rsv != 0 || !h.Masked {
+			c.fail(closeProtocol)
+			return
+		}
+		if h.OpCode.IsControl() {
+			if !h.Fin || h.Length > int64(len(c.ctl)) {
+				c.fail(closeProtocol)
+				return
+			}
+			p := c.ctl[:h.Length]
+			if _, err := io.ReadFull(c.r, p); err != nil {
+				return
+			}
+			ws.Cipher(p, h.Mask, 0)
+			if !c.control(h.OpCode, p) {
+				return
+			}
+			continue
+		}
+		switch h.OpCode {
+		case ws.OpContinuation:
+			if !inMsg {
+				c.fail(closeProtocol)
+				return
+			}
+		case ws.OpText, ws.OpBinary:
+			if inMsg {
+				c.fail(closeProtocol)
+				return
+			}
+			op, inMsg = h.OpCode, true
+			msg = readBufs.Get().(*[]byte)
+			*msg = (*msg)[:0]
+		default:
+			c.fail(closeProtocol)
+			return
+		}
+		if int64(len(*msg))+h.Length > max {
+			c.fail(closeTooBig)
+			return
+		}
+		start := len(*msg)
+		if *msg, err = readPayload(c.r, *msg, int(h.Length)); err != nil {
+			return
+		}
+		ws.Cipher((*msg)[start:], h.Mask, 0)
+		if !h.Fin {
+			continue
+		}
+		ok := c.message(op, *msg)
+		readBufs.Put(msg)
+		msg, inMsg = nil, false
+		if !ok {
+			return
+		}
+	}
+}
+
+// readPayload appends n bytes from r to b, growing b as the bytes arrive
+// rather than trusting the length the peer declared.
+func readPayload(r io.Reader, b []byte, n int) ([]byte, error) {
+	for n > 0 {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		chunk := min(n, cap(b)-len(b))
+		k, err := io.ReadFull(r, b[len(b):len(b)+chunk])
+		b = b[:len(b)+k]
+		n -= k
+		if err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+// control handles a control frame; false ends the read loop.
+func (c *conn) control(op ws.OpCode, p []byte) bool {
+	switch op {
+	case ws.OpPing:
+		c.enqueue(ws.OpPong, bytes.Clone(p))
+		return true
+	case ws.OpPong:
+		return true
+	case ws.OpClose:
+		code, reason := ws.ParseCloseFrameData(p)
+		switch {
+		case len(p) == 1:
+			c.fail(closeProtocol)
+			return false
+		case len(p) == 0:
+			c.closeWith(closeNormal)
+		case ws.CheckCloseFrameData(code, reason) != nil:
+			c.closeWith(closeProtocol)
+		default:
+			c.closeWith(closeReason{code: code})
+		}
+		return false
+	default:
+		c.fail(closeProtocol)
+		return false
+	}
+}
+
+// message handles one complete client message; false ends the read loop.
+func (c *conn) message(op ws.OpCode, data []byte) bool {
+	if op == ws.OpBinary {
+		c.sendError("binary frames are not supported: send JSON text frames")
+		return true
+	}
+	if !utf8.Valid(data) {
+		c.fail(closeInvalidUTF8)
+		return false
+	}
+	f := &c.frame
+	if err := protocol.Parse(data, f); err != nil {
+		switch {
+		case errors.Is(err, protocol.ErrInvalidJSON):
+			c.sendError("Invalid JSON")
+		case errors.Is(err, protocol.ErrNotObject):
+			c.sendError("Invalid message: not a JSON object")
+		case errors.Is(err, protocol.ErrMissingType):
+			c.sendError("Command not found: missing type")
+		default:
+			c.sendError("Command not found: type is not a string")
+		}
+		return true
+	}
+	switch f.Type {
+	case protocol.TypeLogin:
+		c.login()
+	case protocol.TypeOffer, protocol.TypeAnswer, protocol.TypeCandidate, protocol.TypeLeave:
+		c.relay()
+	default:
+		c.sendError("Command not found: " + string(f.RawType))
+	}
+	return true
+}
+
+// sendError queues an error frame for this client.
+func (c *conn) sendError(msg string) {
+	c.e.stats.errors.Add(1)
+	c.enqueue(ws.OpText, protocol.AppendError(nil, msg))
+}
+
+// enqueue queues a frame for the socket without blocking. A data frame that
+// finds the queue full disconnects the client: one that does not read must
+// not hold memory or anyone else. It reports whether the frame was queued.
+func (c *conn) enqueue(op ws.OpCode, data []byte) bool {
+	c.wmu.Lock()
+	if c.closeSent || c.done && op != ws.OpClose {
+		c.wmu.Unlock()
+		return false
+	}
+	if len(c.queue) >= c.e.cfg.WriteQueue && !op.IsControl() {
+		c.wmu.Unlock()
+		c.e.stats.slowClients.Add(1)
+		c.e.log.Debug("write queue full; disconnecting client", "conn", c.id)
+		c.abort()
+		return false
+	}
+	if op == ws.OpClose {
+		c.closeSent = true
+	}
+	c.queue = append(c.queue, outFrame{op: op, data: data})
+	if !c.writing {
+		c.writing = true
+		go c.writeLoop()
+	}
+	c.wmu.Unlock()
+	return true
+}
+
+var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// writeLoop writes queued frames, coalescing what is queued into one write,
+// until the queue is empty; then it exits. It closes the socket after a
+// close frame the client asked for, or once the read loop has ended.
+func (c *conn) writeLoop() {
+	var batch []outFrame
+	for {
+		c.wmu.Lock()
+		if len(c.queue) == 0 {
+			c.writing = false
+			done := c.done
+			if cap(c.queue) > 16 {
+				c.queue = nil // do not keep a burst's memory on an idle socket
+			}
+			c.wmu.Unlock()
+			if done {
+				_ = c.nc.Close()
+			}
+			return
+		}
+		batch, c.queue = c.queue, batch[:0]
+		c.wmu.Unlock()
+
+		bp := writeBufs.Get().(*[]byte)
+		buf := (*bp)[:0]
+		var sentClose bool
+		for i, f := range batch {
+			buf = appendFrameHeader(buf, f.op, len(f.data))
+			buf = append(buf, f.data...)
+			sentClose = sentClose || f.op == ws.OpClose
+			batch[i] = outFrame{}
+		}
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.e.cfg.WriteTimeout))
+		_, err := c.nc.Write(buf)
+		if cap(buf) <= 64<<10 {
+			*bp = buf[:0]
+			writeBufs.Put(bp)
+		}
+		if err != nil {
+			c.wmu.Lock()
+			c.writing = false
+			c.closeSent = true
+			c.queue = nil
+			c.wmu.Unlock()
+			_ = c.nc.Close() // the read loop sees it and tears down
+			return
+		}
+		if sentClose {
+			// After our close frame the read loop waits for the client's
+			// (bounded); after echoing the client's, the read loop has
+			// already ended and done is set: the loop above closes.
+			_ = c.nc.SetReadDeadline(time.Now().Add(c.e.cfg.CloseTimeout))
+		}
+	}
+}
+
+// appendFrameHeader appends an unmasked server frame header.
+func appendFrameHeader(b []byte, op ws.OpCode, n int) []byte {
+	b = append(b, 0x80|byte(op))
+	switch {
+	case n < 126:
+		return append(b, byte(n))
+	case n <= 0xffff:
+		return append(b, 126, byte(n>>8), byte(n))
+	default:
+		return append(b, 127, 0, 0, 0, 0, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+}
+
+// closeWith queues a close frame. The read loop keeps reading until the
+// client answers with its own close frame or CloseTimeout passes.
+func (c *conn) closeWith(cr closeReason) {
+	var body []byte
+	if cr.code != 0 {
+		body = ws.NewCloseFrameBody(cr.code, cr.reason)
+	}
+	c.enqueue(ws.OpClose, body)
+}
+
+// fail sends a close frame for a protocol violation; the read loop ends and
+// the socket closes once the frame is written.
+func (c *conn) fail(cr closeReason) {
+	c.e.stats.errors.Add(1)
+	c.closeWith(cr)
+}
+
+// abort closes the socket at once, without a close handshake.
+func (c *conn) abort() {
+	c.wmu.Lock()
+	c.closeSent = true
+	c.wmu.Unlock()
+	_ = c.nc.SetDeadline(time.Now())
+	_ = c.nc.Close()
+}
+
+// teardown runs when the read loop ends: the socket is closed (by the writer
+// if it still has a close frame to send), the name released and the peer
+// told.
+func (c *conn) teardown() {
+	c.wmu.Lock()
+	c.done = true
+	writing := c.writing
+	c.wmu.Unlock()
+	if !writing {
+		_ = c.nc.Close()
+	}
+	e := c.e
+	if c.sub != nil {
+		c.logout()
+	}
+	e.mu.Lock()
+	delete(e.conns, c)
+	delete(e.byID, c.id)
+	e.mu.Unlock()
+	e.stats.connections.Add(-1)
+	e.connWG.Done()
+}

@@ -1,0 +1,334 @@
+// Package edge is the WebSocket front of the signaling system. An Edge owns
+// client sockets and nothing that must survive it: it parses each client
+// frame, stamps the authenticated sender, and publishes the frame for the
+// target to "user.<token>", where NATS carries it to the one edge that
+// subscribed that subject when the target logged in. Names are claimed and
+// released through the registry service (registry.login, registry.logout).
+//
+// The wire protocol is the classic tutorial's (see DESIGN.md): clients
+// written for that Node server work unchanged.
+package edge
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/natsrtc/signal/services/subject"
+)
+
+// Version is the edge's micro service version.
+const Version = "0.1.0"
+
+// Defaults for Config fields left zero.
+const (
+	// DefaultMaxFrameSize bounds one client message (all its fragments).
+	// An SDP offer with many media sections is a few KiB; 64 KiB leaves room.
+	DefaultMaxFrameSize = 64 << 10
+	// DefaultWriteQueue is how many frames may wait for one client socket.
+	// A call setup is an offer or answer plus a few dozen candidates.
+	DefaultWriteQueue = 256
+	// DefaultWriteTimeout bounds each socket write.
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultRegistryTimeout bounds each registry request.
+	DefaultRegistryTimeout = 5 * time.Second
+	// DefaultCloseTimeout is how long a connection waits for the client's
+	// close frame after sending its own.
+	DefaultCloseTimeout = 2 * time.Second
+	// DefaultHandshakeTimeout bounds reading the HTTP upgrade request.
+	DefaultHandshakeTimeout = 10 * time.Second
+	// dispatchQueue is the capacity of the channel that every user
+	// subscription of the edge delivers to.
+	dispatchQueue = 1 << 16
+)
+
+// Config of an Edge. Zero values select the defaults beside them.
+type Config struct {
+	// NC is the NATS connection. Required.
+	NC *nats.Conn
+	// ID is the edge's stable id, shown in "nats micro ls" and stored with
+	// every name the edge holds. Required.
+	ID string
+	// Listen is the address clients use, for the service metadata only.
+	Listen string
+	// MaxFrameSize bounds a client message in bytes; a bigger one closes the
+	// connection with 1009. Zero: DefaultMaxFrameSize.
+	MaxFrameSize int
+	// WriteQueue bounds the frames waiting for one socket; a client that
+	// lets it fill is disconnected. Zero: DefaultWriteQueue.
+	WriteQueue int
+	// WriteTimeout bounds each socket write. Zero: DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// RegistryTimeout bounds registry requests. Zero: DefaultRegistryTimeout.
+	RegistryTimeout time.Duration
+	// CloseTimeout bounds the wait for a client's close frame.
+	// Zero: DefaultCloseTimeout.
+	CloseTimeout time.Duration
+	// Logger; zero: slog.Default().
+	Logger *slog.Logger
+}
+
+// Edge serves WebSocket clients. Create it with New, serve with Serve (or
+// use it as an http.Handler), and stop it with Shutdown.
+type Edge struct {
+	cfg      Config
+	log      *slog.Logger
+	nc       *nats.Conn
+	instance string // random per process: tells this run from an earlier one with the same ID
+
+	msgs     chan *nats.Msg // every user subscription delivers here
+	nrPrefix string         // reply subject prefix: "<inbox>." + conn id + "." + target token
+	subs     []*nats.Subscription
+	svc      micro.Service
+	srv      *http.Server
+
+	mu     sync.RWMutex
+	bySub  map[*nats.Subscription]*conn
+	byID   map[uint64]*conn
+	conns  map[*conn]struct{}
+	peers  map[string]map[*conn]struct{} // peer token -> conns whose peer it is
+	nextID atomic.Uint64
+
+	closing  atomic.Bool
+	connWG   sync.WaitGroup
+	dispDone chan struct{}
+	logouts  chan logoutJob
+	bgWG     sync.WaitGroup
+	stopBG   chan struct{}
+
+	stats stats
+}
+
+type stats struct {
+	connections  atomic.Int64 // open sockets
+	users        atomic.Int64 // logged-in sockets
+	relayed      atomic.Uint64
+	errors       atomic.Uint64
+	slowClients  atomic.Uint64
+	loginsOK     atomic.Uint64
+	loginsRefuse atomic.Uint64
+}
+
+// New creates an Edge: it subscribes what every edge needs and announces
+// itself as the micro service "edge". It serves no client until Serve.
+func New(cfg Config) (*Edge, error) {
+	if cfg.NC == nil {
+		return nil, errors.New("edge: no NATS connection")
+	}
+	if cfg.ID == "" {
+		return nil, errors.New("edge: no id")
+	}
+	if cfg.MaxFrameSize == 0 {
+		cfg.MaxFrameSize = DefaultMaxFrameSize
+	}
+	if cfg.WriteQueue == 0 {
+		cfg.WriteQueue = DefaultWriteQueue
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.RegistryTimeout == 0 {
+		cfg.RegistryTimeout = DefaultRegistryTimeout
+	}
+	if cfg.CloseTimeout == 0 {
+		cfg.CloseTimeout = DefaultCloseTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	e := &Edge{
+		cfg:      cfg,
+		log:      log.With("svc", "edge", "edge_id", cfg.ID),
+		nc:       cfg.NC,
+		instance: randomID(8),
+		msgs:     make(chan *nats.Msg, dispatchQueue),
+		bySub:    make(map[*nats.Subscription]*conn),
+		byID:     make(map[uint64]*conn),
+		conns:    make(map[*conn]struct{}),
+		peers:    make(map[string]map[*conn]struct{}),
+		dispDone: make(chan struct{}),
+		logouts:  make(chan logoutJob, 4096),
+		stopBG:   make(chan struct{}),
+	}
+	e.nrPrefix = e.nc.NewInbox() + "."
+
+	var err error
+	sub, err := e.nc.Subscribe(e.nrPrefix+">", e.onNoResponders)
+	if err != nil {
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+	e.subs = append(e.subs, sub)
+	sub, err = e.nc.Subscribe(subject.PresenceOfflineAll, e.onOffline)
+	if err != nil {
+		e.unsubscribeAll()
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+	e.subs = append(e.subs, sub)
+
+	e.svc, err = micro.AddService(e.nc, micro.Config{
+		Name:        "edge",
+		Version:     Version,
+		Description: "WebSocket signaling edge",
+		Metadata: map[string]string{
+			"id":       cfg.ID,
+			"listen":   cfg.Listen,
+			"instance": e.instance,
+		},
+		StatsHandler: func(*micro.Endpoint) any { return e.Stats() },
+	})
+	if err != nil {
+		e.unsubscribeAll()
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+	// "nats req edge.<id>.status ''" answers with the edge's counters.
+	err = e.svc.AddEndpoint("status", micro.HandlerFunc(func(req micro.Request) {
+		_ = req.RespondJSON(e.Stats())
+	}), micro.WithEndpointSubject("edge."+cfg.ID+".status"), micro.WithEndpointQueueGroupDisabled())
+	if err != nil {
+		_ = e.svc.Stop()
+		e.unsubscribeAll()
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+
+	go e.dispatch()
+	e.bgWG.Add(1)
+	go e.logoutRetrier()
+	e.srv = &http.Server{
+		Handler:           e,
+		ReadHeaderTimeout: DefaultHandshakeTimeout,
+		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+	}
+	e.log.Info("edge started", "listen", cfg.Listen, "instance", e.instance)
+	return e, nil
+}
+
+// Stats are the edge's counters, as "nats micro stats edge" and the status
+// endpoint show them.
+type Stats struct {
+	ID          string `json:"id"`
+	Instance    string `json:"instance"`
+	Connections int64  `json:"connections"`
+	Users       int64  `json:"users"`
+	Relayed     uint64 `json:"relayed"`
+	Errors      uint64 `json:"errors"`
+	SlowClients uint64 `json:"slow_clients"`
+	LoginsOK    uint64 `json:"logins_ok"`
+	LoginsTaken uint64 `json:"logins_refused"`
+}
+
+// Stats returns a snapshot of the edge's counters.
+func (e *Edge) Stats() Stats {
+	return Stats{
+		ID:          e.cfg.ID,
+		Instance:    e.instance,
+		Connections: e.stats.connections.Load(),
+		Users:       e.stats.users.Load(),
+		Relayed:     e.stats.relayed.Load(),
+		Errors:      e.stats.errors.Load(),
+		SlowClients: e.stats.slowClients.Load(),
+		LoginsOK:    e.stats.loginsOK.Load(),
+		LoginsTaken: e.stats.loginsRefuse.Load(),
+	}
+}
+
+// Serve accepts clients on ln until Shutdown. It returns nil after Shutdown.
+func (e *Edge) Serve(ln net.Listener) error {
+	err := e.srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// ServeHTTP upgrades WebSocket requests; other requests get a short page.
+func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !isUpgrade(r) {
+		e.servePage(w, r)
+		return
+	}
+	if e.closing.Load() {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "edge is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	e.upgrade(w, r)
+}
+
+func (e *Edge) servePage(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/" {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "signaling edge %s: connect a WebSocket client to this address\n", e.cfg.ID)
+}
+
+func isUpgrade(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+// Shutdown stops the edge in order: stop accepting; send every client a
+// close frame with 1001 (going away) and wait, within ctx, for their
+// connections to end, which releases their names and sends leave to their
+// peers; then stop the micro service and the subscriptions. The caller
+// drains the NATS connection afterwards.
+func (e *Edge) Shutdown(ctx context.Context) error {
+	if !e.closing.CompareAndSwap(false, true) {
+		return nil
+	}
+	e.log.Info("edge shutting down", "connections", e.stats.connections.Load())
+	err := e.srv.Shutdown(ctx) // hijacked sockets are not its business
+
+	e.mu.RLock()
+	conns := make([]*conn, 0, len(e.conns))
+	for c := range e.conns {
+		conns = append(conns, c)
+	}
+	e.mu.RUnlock()
+	for _, c := range conns {
+		c.closeWith(closeGoingAway)
+	}
+	done := make(chan struct{})
+	go func() { e.connWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		e.log.Warn("shutdown: connections still open at the deadline; closing them")
+		for _, c := range conns {
+			c.abort()
+		}
+		err = errors.Join(err, ctx.Err())
+	}
+	// Logouts that failed so far get one more try while NATS is still here.
+	close(e.stopBG)
+	e.bgWG.Wait()
+	err = errors.Join(err, e.svc.Stop())
+	e.unsubscribeAll()
+	e.log.Info("edge stopped")
+	return err
+}
+
+func (e *Edge) unsubscribeAll() {
+	for _, s := range e.subs {
+		_ = s.Unsubscribe()
+	}
+}
+
+func randomID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

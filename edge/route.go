@@ -1,0 +1,388 @@
+package edge
+
+import (
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/nats-io/nats.go"
+
+	"github.com/natsrtc/signal/registry"
+	"github.com/natsrtc/signal/services/names"
+	"github.com/natsrtc/signal/services/protocol"
+	"github.com/natsrtc/signal/services/subject"
+)
+
+// Messages of the error frames the edge sends. Where the tutorial's server
+// stays silent (a target that is not online, a message before login) this
+// one says why.
+const (
+	errNotLoggedIn   = "not logged in: send login first"
+	errNoTarget      = `missing "name": the user to send to`
+	errBusDown       = "signaling is unavailable (no connection to NATS); try again"
+	errLoginFailed   = "login failed: the registry did not answer; try again"
+	errInvalidTarget = "invalid name: "
+)
+
+// login claims f.Name for this connection through the registry.
+func (c *conn) login() {
+	f := &c.frame
+	if c.sub != nil {
+		c.sendError(`already logged in as "` + c.name + `"`)
+		return
+	}
+	if !f.NameIsString {
+		c.loginRefused("missing name")
+		return
+	}
+	if err := names.CheckBytes(f.Name); err != nil {
+		c.loginRefused("invalid name: " + err.Error())
+		return
+	}
+	e := c.e
+	if !e.nc.IsConnected() {
+		c.sendError(errBusDown)
+		return
+	}
+	name := string(f.Name)
+	token := names.Token(name)
+	session := randomID(16)
+
+	// Subscribe before asking the registry: the request travels behind the
+	// SUB on the same connection, so once the registry has answered, the
+	// server routes user.<token> here without a Flush round trip. Until
+	// the name is ours, bySub has no entry and deliveries are dropped.
+	sub, err := e.nc.ChanSubscribe(subject.User(token), e.msgs)
+	if err != nil {
+		c.sendError(errBusDown)
+		return
+	}
+	req, _ := json.Marshal(registry.LoginRequest{Name: name, Edge: e.cfg.ID, Instance: e.instance, Session: session})
+	resp, err := e.nc.Request(subject.RegistryLogin, req, e.cfg.RegistryTimeout)
+	var rep registry.LoginReply
+	if err == nil {
+		if code := resp.Header.Get(microErrorHeader); code != "" {
+			err = errors.New(resp.Header.Get(microErrorDescHeader))
+		} else {
+			err = json.Unmarshal(resp.Data, &rep)
+		}
+	}
+	if err != nil || !rep.OK {
+		_ = sub.Unsubscribe()
+		switch {
+		case err == nil:
+			e.stats.loginsRefuse.Add(1)
+			c.enqueue(ws.OpText, protocol.AppendLogin(nil, false))
+		case errors.Is(err, nats.ErrTimeout):
+			// The registry may have created the entry and its answer got
+			// lost: release it, or the name would stay taken.
+			e.queueLogout(name, session)
+			c.sendError(errLoginFailed)
+		default:
+			e.log.Warn("login failed", "err", err)
+			c.sendError(errLoginFailed)
+		}
+		return
+	}
+	c.name, c.nameB, c.token, c.session, c.sub = name, []byte(name), token, session, sub
+	c.natsHdr = nats.Header{subject.HeaderFrom: {token}, subject.HeaderEdge: {e.cfg.ID}}
+	e.mu.Lock()
+	e.bySub[sub] = c
+	e.mu.Unlock()
+	e.stats.users.Add(1)
+	e.stats.loginsOK.Add(1)
+	c.enqueue(ws.OpText, protocol.AppendLogin(nil, true))
+}
+
+// Headers a micro service sets on an error reply.
+const (
+	microErrorHeader     = "Nats-Service-Error-Code"
+	microErrorDescHeader = "Nats-Service-Error"
+)
+
+// loginRefused answers a login that cannot succeed with success false and a
+// message that says why (an extra field tutorial clients ignore).
+func (c *conn) loginRefused(why string) {
+	c.e.stats.loginsRefuse.Add(1)
+	b := protocol.AppendLogin(nil, false)
+	b = b[:len(b)-1]
+	b = append(b, `,"message":`...)
+	b = protocol.AppendString(b, []byte(why))
+	b = append(b, '}')
+	c.enqueue(ws.OpText, b)
+}
+
+// relay sends an offer, answer, candidate or leave to its target. The sender
+// is this connection's name, never anything the client wrote.
+func (c *conn) relay() {
+	f := &c.frame
+	if c.sub == nil {
+		c.sendError(errNotLoggedIn)
+		return
+	}
+	if !f.NameIsString {
+		c.sendError(errNoTarget)
+		return
+	}
+	if err := names.CheckBytes(f.Name); err != nil {
+		c.sendError(errInvalidTarget + err.Error())
+		return
+	}
+	out := c.out[:0]
+	switch f.Type {
+	case protocol.TypeOffer:
+		if f.Payload == nil {
+			c.sendError(`missing "offer"`)
+			return
+		}
+		out = protocol.AppendOffer(out, f.Payload, c.nameB)
+	case protocol.TypeAnswer:
+		if f.Payload == nil {
+			c.sendError(`missing "answer"`)
+			return
+		}
+		out = protocol.AppendAnswer(out, f.Payload)
+	case protocol.TypeCandidate:
+		if f.Payload == nil {
+			c.sendError(`missing "candidate"`)
+			return
+		}
+		out = protocol.AppendCandidate(out, f.Payload)
+	case protocol.TypeLeave:
+		out = protocol.AppendLeave(out)
+	}
+	c.out = out
+	e := c.e
+	if !e.nc.IsConnected() {
+		c.sendError(errBusDown)
+		return
+	}
+	c.route(f.Name)
+	switch f.Type {
+	case protocol.TypeOffer, protocol.TypeAnswer:
+		e.setPeer(c, c.lastToken)
+	case protocol.TypeLeave:
+		e.clearPeer(c, c.lastToken)
+	}
+	c.pub = nats.Msg{Subject: c.lastSubj, Reply: c.lastReply, Header: c.natsHdr, Data: out}
+	if err := e.nc.PublishMsg(&c.pub); err != nil {
+		c.sendError(errBusDown)
+		return
+	}
+	e.stats.relayed.Add(1)
+}
+
+// route points the route cache at target. The reply subject makes NATS
+// answer at once with "no responders" when nobody is subscribed to the
+// target's subject, that is, when the target is not online anywhere.
+func (c *conn) route(target []byte) {
+	if string(target) == c.lastTarget && c.lastSubj != "" {
+		return
+	}
+	tok := names.Token(string(target))
+	c.lastTarget = string(target)
+	c.lastToken = tok
+	c.lastSubj = subject.User(tok)
+	c.lastReply = c.e.nrPrefix + strconv.FormatUint(c.id, 10) + "." + tok
+}
+
+// onNoResponders turns NATS's "no responders" status for a relayed frame
+// into an error frame for its sender.
+func (e *Edge) onNoResponders(m *nats.Msg) {
+	if m.Header.Get("Status") != "503" {
+		return
+	}
+	rest := strings.TrimPrefix(m.Subject, e.nrPrefix)
+	idStr, tok, ok := strings.Cut(rest, ".")
+	if !ok {
+		return
+	}
+	id, err := strconv.ParseUint(idStr, 10, 64)
+	if err != nil {
+		return
+	}
+	name, err := names.Decode(tok)
+	if err != nil {
+		return
+	}
+	e.mu.RLock()
+	c := e.byID[id]
+	e.mu.RUnlock()
+	if c == nil {
+		return
+	}
+	e.mu.Lock()
+	if c.peer == tok {
+		e.unlinkPeer(c)
+	}
+	e.mu.Unlock()
+	c.sendError(`user "` + name + `" is not online`)
+}
+
+// dispatch delivers every message of every user subscription to its socket.
+// It never blocks on a socket: enqueue is bounded and non-blocking.
+func (e *Edge) dispatch() {
+	defer close(e.dispDone)
+	for m := range e.msgs {
+		e.mu.RLock()
+		c := e.bySub[m.Sub]
+		e.mu.RUnlock()
+		if c == nil {
+			continue // not (or no longer) logged in
+		}
+		if from := m.Header[subject.HeaderFrom]; len(from) == 1 {
+			switch protocol.FrameType(m.Data) {
+			case protocol.TypeOffer, protocol.TypeAnswer:
+				e.setPeer(c, from[0])
+			case protocol.TypeLeave:
+				e.clearPeer(c, from[0])
+			}
+		}
+		c.enqueue(ws.OpText, m.Data)
+	}
+}
+
+// setPeer records tok as the peer of c: the user who gets leave when c goes.
+func (e *Edge) setPeer(c *conn, tok string) {
+	e.mu.RLock()
+	same := c.peer == tok
+	e.mu.RUnlock()
+	if same {
+		return
+	}
+	e.mu.Lock()
+	e.unlinkPeer(c)
+	c.peer = tok
+	set := e.peers[tok]
+	if set == nil {
+		set = make(map[*conn]struct{}, 1)
+		e.peers[tok] = set
+	}
+	set[c] = struct{}{}
+	e.mu.Unlock()
+}
+
+// clearPeer forgets c's peer if it is tok.
+func (e *Edge) clearPeer(c *conn, tok string) {
+	e.mu.Lock()
+	if c.peer == tok {
+		e.unlinkPeer(c)
+	}
+	e.mu.Unlock()
+}
+
+// unlinkPeer removes c from the peer index. e.mu must be held for writing.
+func (e *Edge) unlinkPeer(c *conn) {
+	if c.peer == "" {
+		return
+	}
+	if set := e.peers[c.peer]; set != nil {
+		delete(set, c)
+		if len(set) == 0 {
+			delete(e.peers, c.peer)
+		}
+	}
+	c.peer = ""
+}
+
+// onOffline sends leave to every local user whose peer's name the registry
+// released without a goodbye from its connection (its edge died).
+func (e *Edge) onOffline(m *nats.Msg) {
+	tok := strings.TrimPrefix(m.Subject, subject.PresenceOfflinePrefix)
+	e.mu.Lock()
+	set := e.peers[tok]
+	delete(e.peers, tok)
+	conns := make([]*conn, 0, len(set))
+	for c := range set {
+		c.peer = ""
+		conns = append(conns, c)
+	}
+	e.mu.Unlock()
+	for _, c := range conns {
+		c.enqueue(ws.OpText, protocol.AppendLeave(nil))
+	}
+}
+
+// logout releases this connection's name: no more deliveries, leave to the
+// peer, then the registry entry.
+func (c *conn) logout() {
+	e := c.e
+	e.mu.Lock()
+	delete(e.bySub, c.sub)
+	peer := c.peer
+	e.unlinkPeer(c)
+	e.mu.Unlock()
+	_ = c.sub.Unsubscribe()
+	e.stats.users.Add(-1)
+	if peer != "" {
+		msg := nats.Msg{Subject: subject.User(peer), Header: c.natsHdr, Data: protocol.AppendLeave(nil)}
+		_ = e.nc.PublishMsg(&msg)
+	}
+	if err := e.logout(c.name, c.session); err != nil {
+		e.log.Warn("logout failed; retrying in the background", "err", err)
+		e.queueLogout(c.name, c.session)
+	}
+}
+
+type logoutJob struct {
+	name, session string
+}
+
+// logout asks the registry to release name if session still owns it.
+func (e *Edge) logout(name, session string) error {
+	req, _ := json.Marshal(registry.LogoutRequest{Name: name, Session: session})
+	resp, err := e.nc.Request(subject.RegistryLogout, req, e.cfg.RegistryTimeout)
+	if err != nil {
+		return err
+	}
+	if resp.Header.Get(microErrorHeader) != "" {
+		return errors.New(resp.Header.Get(microErrorDescHeader))
+	}
+	return nil
+}
+
+func (e *Edge) queueLogout(name, session string) {
+	select {
+	case e.logouts <- logoutJob{name, session}:
+	default:
+		e.log.Error("logout retry queue full; name stays taken until its edge's lease ends", "name_len", len(name))
+	}
+}
+
+// logoutRetrier retries failed logouts until they succeed, so that a name is
+// not left taken by a connection that is gone while its edge lives on.
+func (e *Edge) logoutRetrier() {
+	defer e.bgWG.Done()
+	var pending []logoutJob
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case j := <-e.logouts:
+			pending = append(pending, j)
+			continue
+		case <-t.C:
+		case <-e.stopBG:
+			for len(e.logouts) > 0 {
+				pending = append(pending, <-e.logouts)
+			}
+			for _, j := range pending {
+				_ = e.logout(j.name, j.session)
+			}
+			return
+		}
+		if !e.nc.IsConnected() {
+			continue
+		}
+		kept := pending[:0]
+		for _, j := range pending {
+			if err := e.logout(j.name, j.session); err != nil {
+				kept = append(kept, j)
+			}
+		}
+		pending = kept
+	}
+}

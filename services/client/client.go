@@ -1,0 +1,322 @@
+// Package client is a small Go client for the signaling protocol (the
+// tutorial's JSON over WebSocket): dial, log in, send offers, answers,
+// candidates and leave, receive typed messages, close. Tests, the load tool,
+// bots and SFU connectors use it.
+//
+// A Client answers pings by itself. Received messages queue up (without
+// bound) until Recv takes them; a program that stops calling Recv should
+// Close the client.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// Message is a frame received from the server. Fields a type does not use
+// are zero; Raw holds the frame exactly as received.
+type Message struct {
+	Type      string          `json:"type"`
+	Success   bool            `json:"success,omitempty"`
+	Name      string          `json:"name,omitempty"`
+	Message   string          `json:"message,omitempty"`
+	Offer     json.RawMessage `json:"offer,omitempty"`
+	Answer    json.RawMessage `json:"answer,omitempty"`
+	Candidate json.RawMessage `json:"candidate,omitempty"`
+	Raw       []byte          `json:"-"`
+}
+
+// Errors returned by the Client.
+var (
+	// ErrNameTaken: the server refused the login (the name is taken or
+	// invalid); the connection stays open and Login may be called again.
+	ErrNameTaken = errors.New("client: login refused")
+	// ErrClosed: the connection is closed; see CloseStatus for why.
+	ErrClosed = errors.New("client: connection closed")
+)
+
+// Options for Dial. The zero value is ready to use.
+type Options struct {
+	// Header is sent with the upgrade request (e.g. Authorization, Origin).
+	Header http.Header
+	// LocalAddr, if set, is the local IP to dial from (e.g. 127.0.0.2).
+	LocalAddr net.IP
+	// Timeout bounds the dial and handshake. Zero: 10s.
+	Timeout time.Duration
+}
+
+// Client is one signaling connection. Its methods are safe for concurrent
+// use, except that Recv should have one caller at a time.
+type Client struct {
+	conn net.Conn
+	wmu  sync.Mutex
+
+	mu       sync.Mutex
+	queue    []Message
+	notify   chan struct{}
+	closed   bool
+	closeErr error
+	code     ws.StatusCode
+	reason   string
+	done     chan struct{}
+}
+
+// Dial connects to a signaling server at url ("ws://host:port/").
+func Dial(ctx context.Context, url string, opts *Options) (*Client, error) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	timeout := opts.Timeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	d := ws.Dialer{Timeout: timeout}
+	if opts.Header != nil {
+		d.Header = ws.HandshakeHeaderHTTP(opts.Header)
+	}
+	if opts.LocalAddr != nil {
+		nd := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{IP: opts.LocalAddr}}
+		d.NetDial = nd.DialContext
+	}
+	conn, br, _, err := d.Dial(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("client: dial %s: %w", url, err)
+	}
+	c := &Client{conn: conn, notify: make(chan struct{}, 1), done: make(chan struct{})}
+	var r io.Reader = conn
+	if br != nil {
+		r = io.MultiReader(br, conn)
+	}
+	go c.readLoop(r)
+	return c, nil
+}
+
+func (c *Client) readLoop(r io.Reader) {
+	defer close(c.done)
+	var msg []byte
+	var err error
+	for {
+		var h ws.Header
+		h, err = ws.ReadHeader(r)
+		if err != nil {
+			break
+		}
+		p := make([]byte, h.Length)
+		if _, err = io.ReadFull(r, p); err != nil {
+			break
+		}
+		if h.Masked {
+			ws.Cipher(p, h.Mask, 0)
+		}
+		if h.OpCode.IsControl() {
+			switch h.OpCode {
+			case ws.OpPing:
+				_ = c.writeFrame(ws.OpPong, p)
+			case ws.OpClose:
+				code, reason := ws.ParseCloseFrameData(p)
+				c.mu.Lock()
+				c.code, c.reason = code, reason
+				c.mu.Unlock()
+				_ = c.writeFrame(ws.OpClose, p)
+				err = ErrClosed
+			}
+			if err != nil {
+				break
+			}
+			continue
+		}
+		msg = append(msg, p...)
+		if !h.Fin {
+			continue
+		}
+		m := Message{Raw: msg}
+		if jerr := json.Unmarshal(msg, &m); jerr != nil {
+			m.Type = ""
+		}
+		msg = nil
+		c.mu.Lock()
+		c.queue = append(c.queue, m)
+		c.mu.Unlock()
+		select {
+		case c.notify <- struct{}{}:
+		default:
+		}
+	}
+	_ = c.conn.Close()
+	c.mu.Lock()
+	c.closed = true
+	if c.closeErr == nil {
+		c.closeErr = err
+	}
+	c.mu.Unlock()
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Client) writeFrame(op ws.OpCode, p []byte) error {
+	f := ws.MaskFrameInPlace(ws.NewFrame(op, true, append([]byte(nil), p...)))
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	return ws.WriteFrame(c.conn, f)
+}
+
+// SendRaw sends data as one text frame, as is.
+func (c *Client) SendRaw(data []byte) error {
+	if err := c.writeFrame(ws.OpText, data); err != nil {
+		return fmt.Errorf("client: send: %w", err)
+	}
+	return nil
+}
+
+// WriteFrame sends one frame of any opcode, as is (for tests of hostile
+// clients).
+func (c *Client) WriteFrame(op ws.OpCode, fin bool, payload []byte) error {
+	f := ws.MaskFrameInPlace(ws.NewFrame(op, fin, append([]byte(nil), payload...)))
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return ws.WriteFrame(c.conn, f)
+}
+
+// Send marshals v to JSON and sends it.
+func (c *Client) Send(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	return c.SendRaw(b)
+}
+
+type out struct {
+	Type      string `json:"type"`
+	Name      string `json:"name"`
+	Offer     any    `json:"offer,omitempty"`
+	Answer    any    `json:"answer,omitempty"`
+	Candidate any    `json:"candidate,omitempty"`
+}
+
+// Offer sends an offer to the user named to.
+func (c *Client) Offer(to string, offer any) error {
+	return c.Send(out{Type: "offer", Name: to, Offer: raw(offer)})
+}
+
+// Answer sends an answer to the user named to.
+func (c *Client) Answer(to string, answer any) error {
+	return c.Send(out{Type: "answer", Name: to, Answer: raw(answer)})
+}
+
+// Candidate sends an ICE candidate to the user named to.
+func (c *Client) Candidate(to string, candidate any) error {
+	return c.Send(out{Type: "candidate", Name: to, Candidate: raw(candidate)})
+}
+
+// Leave tells the user named to that the call is over.
+func (c *Client) Leave(to string) error {
+	return c.Send(out{Type: "leave", Name: to})
+}
+
+// raw keeps a nil payload as JSON null rather than dropping the field.
+func raw(v any) any {
+	if v == nil {
+		return json.RawMessage("null")
+	}
+	return v
+}
+
+// Login logs in as name and waits for the reply. It returns ErrNameTaken when
+// the server refuses, and an error for an error frame. Messages that arrive
+// before the reply stay queued for Recv.
+func (c *Client) Login(ctx context.Context, name string) (Message, error) {
+	if err := c.Send(map[string]string{"type": "login", "name": name}); err != nil {
+		return Message{}, err
+	}
+	for {
+		m, err := c.Recv(ctx)
+		if err != nil {
+			return m, err
+		}
+		switch m.Type {
+		case "login":
+			if !m.Success {
+				return m, ErrNameTaken
+			}
+			return m, nil
+		case "error":
+			return m, fmt.Errorf("client: login: %s", m.Message)
+		}
+		// Anything else is not ours to judge here; keep looking.
+	}
+}
+
+// Recv returns the next message, waiting until one arrives, the connection
+// closes (ErrClosed, or the read error) or ctx is done.
+func (c *Client) Recv(ctx context.Context) (Message, error) {
+	for {
+		c.mu.Lock()
+		if len(c.queue) > 0 {
+			m := c.queue[0]
+			c.queue[0] = Message{}
+			c.queue = c.queue[1:]
+			c.mu.Unlock()
+			return m, nil
+		}
+		if c.closed {
+			err := c.closeErr
+			c.mu.Unlock()
+			if err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				err = ErrClosed
+			}
+			return Message{}, err
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.notify:
+		case <-ctx.Done():
+			return Message{}, ctx.Err()
+		}
+	}
+}
+
+// CloseStatus returns the code and reason of the server's close frame, once
+// the connection has closed (zero if it closed without one).
+func (c *Client) CloseStatus() (ws.StatusCode, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.code, c.reason
+}
+
+// Done is closed when the connection has closed.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Close sends a normal close frame, waits briefly for the server's reply and
+// closes the connection.
+func (c *Client) Close() error {
+	_ = c.writeFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))
+	select {
+	case <-c.done:
+	case <-time.After(2 * time.Second):
+	}
+	if err := c.conn.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// Abort closes the TCP connection without a close handshake, as a crashed
+// client or a lost network would.
+func (c *Client) Abort() error { return c.conn.Close() }
+
+// Conn returns the underlying connection (for tests).
+func (c *Client) Conn() net.Conn { return c.conn }
+

@@ -1,0 +1,122 @@
+// Package natsconn connects the services to NATS the same way everywhere:
+// reconnect forever, log every connection state change once, and let the
+// caller drain on shutdown.
+package natsconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Config says how to connect. The zero value of each field selects the
+// default named beside it.
+type Config struct {
+	// URL is one or more NATS URLs, comma separated. Required.
+	URL string
+	// Name is the connection name shown by "nats server report connections".
+	Name string
+	// Logger receives connection state changes. Zero: slog.Default().
+	Logger *slog.Logger
+	// DrainTimeout bounds Drain. Zero: DefaultDrainTimeout.
+	DrainTimeout time.Duration
+	// ReconnectBuffer is how many bytes of publishes are buffered while
+	// disconnected; zero: nats.go's default (8 MiB); negative disables it so
+	// that publishes fail at once while NATS is away.
+	ReconnectBuffer int
+	// Options are added last, for credentials and TLS.
+	Options []nats.Option
+}
+
+// DefaultDrainTimeout bounds how long Drain waits for in-flight messages.
+const DefaultDrainTimeout = 5 * time.Second
+
+// Connect dials NATS. It retries in the background when no server answers
+// yet (nats.RetryOnFailedConnect), so a service can start before NATS; it
+// returns an error only for a malformed configuration.
+func Connect(cfg Config) (*nats.Conn, error) {
+	if cfg.URL == "" {
+		return nil, errors.New("natsconn: no NATS URL")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	dt := cfg.DrainTimeout
+	if dt == 0 {
+		dt = DefaultDrainTimeout
+	}
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.RetryOnFailedConnect(true),
+		nats.DrainTimeout(dt),
+		nats.PingInterval(5 * time.Second),
+		nats.MaxPingsOutstanding(3),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			log.Info("nats connected", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			log.Warn("nats disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Error("nats async error", "subject", subj, "err", err)
+		}),
+	}
+	if cfg.ReconnectBuffer != 0 {
+		opts = append(opts, nats.ReconnectBufSize(cfg.ReconnectBuffer))
+	}
+	opts = append(opts, cfg.Options...)
+	nc, err := nats.Connect(cfg.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("natsconn: %w", err)
+	}
+	return nc, nil
+}
+
+// Drain drains nc and waits until it is closed or ctx is done.
+func Drain(ctx context.Context, nc *nats.Conn) error {
+	if nc.IsClosed() {
+		return nil
+	}
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return err
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-ctx.Done():
+		nc.Close()
+		return ctx.Err()
+	}
+}
+
+// WaitConnected blocks until nc is connected or ctx is done.
+func WaitConnected(ctx context.Context, nc *nats.Conn) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for !nc.IsConnected() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("natsconn: not connected to NATS: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
