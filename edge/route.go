@@ -306,8 +306,8 @@ func (e *Edge) onOffline(m *nats.Msg) {
 	}
 }
 
-// logout releases this connection's name: no more deliveries, leave to the
-// peer, then the registry entry.
+// logout releases this connection's name: no more deliveries, the registry
+// entry, then leave to the peer.
 func (c *conn) logout() {
 	e := c.e
 	e.mu.Lock()
@@ -317,13 +317,15 @@ func (c *conn) logout() {
 	e.mu.Unlock()
 	_ = c.sub.Unsubscribe()
 	e.stats.users.Add(-1)
-	if peer != "" {
-		msg := nats.Msg{Subject: subject.User(peer), Header: c.natsHdr, Data: protocol.AppendLeave(nil)}
-		_ = e.nc.PublishMsg(&msg)
-	}
+	// Release the name before telling the peer, so that a peer that reacts
+	// to leave by calling the name again finds it free.
 	if err := e.logout(c.name, c.session); err != nil {
 		e.log.Warn("logout failed; retrying in the background", "err", err)
 		e.queueLogout(c.name, c.session)
+	}
+	if peer != "" {
+		msg := nats.Msg{Subject: subject.User(peer), Header: c.natsHdr, Data: protocol.AppendLeave(nil)}
+		_ = e.nc.PublishMsg(&msg)
 	}
 }
 

@@ -1,0 +1,251 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/natsrtc/signal/services/client"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binaries builds cmd/signal and cmd/edge once per test run.
+func binaries(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "signal-bin-")
+		if buildErr != nil {
+			return
+		}
+		for _, cmd := range []string{"signal", "edge", "registry"} {
+			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, cmd), "../"+cmd).CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", cmd, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startProc(t *testing.T, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.Env = append(os.Environ(), "NATS_URL=")
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("%s output:\n%s", filepath.Base(bin), p.out.String())
+		}
+	})
+	return p
+}
+
+func waitTCP(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s never accepted connections", addr)
+}
+
+func dial(t *testing.T, url, name string) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Abort() })
+	if name != "" {
+		if m, err := c.Login(ctx, name); err != nil {
+			t.Fatalf("login %s: %v %s", name, err, m.Raw)
+		}
+	}
+	return c
+}
+
+func expect(t *testing.T, c *client.Client, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := c.Recv(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(m.Raw) != want {
+		t.Fatalf("got %s, want %s", m.Raw, want)
+	}
+}
+
+// TestBinaries runs the real binaries as a user would: signal (embedded
+// NATS, registry, edge) plus a second edge process. Users on the two edges
+// call each other, a name taken on one edge is refused on the other, the
+// services are visible as micro services, and SIGTERM drains both processes
+// with exit code 0 and a 1001 close to each client.
+func TestBinaries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binaries")
+	}
+	bin := binaries(t)
+	wsPort, natsPort, edgePort := freePort(t), freePort(t), freePort(t)
+	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
+	sig := startProc(t, filepath.Join(bin, "signal"),
+		"-listen", fmt.Sprintf("127.0.0.1:%d", wsPort),
+		"-nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
+		"-data", t.TempDir(), "-id", "signal-edge")
+	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", wsPort))
+	ed := startProc(t, filepath.Join(bin, "edge"),
+		"-listen", fmt.Sprintf("127.0.0.1:%d", edgePort), "-nats", natsURL, "-id", "edge-2")
+	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", edgePort))
+
+	url1 := fmt.Sprintf("ws://127.0.0.1:%d/", wsPort)
+	url2 := fmt.Sprintf("ws://127.0.0.1:%d/", edgePort)
+	a := dial(t, url1, "alice")
+	b := dial(t, url2, "bob")
+
+	taken := dial(t, url2, "")
+	_ = taken.SendRaw([]byte(`{"type":"login","name":"alice"}`))
+	expect(t, taken, `{"type":"login","success":false}`)
+
+	_ = a.SendRaw([]byte(`{"type":"offer","name":"bob","offer":{"type":"offer","sdp":"v=0"}}`))
+	expect(t, b, `{"type":"offer","offer":{"type":"offer","sdp":"v=0"},"name":"alice"}`)
+	_ = b.SendRaw([]byte(`{"type":"answer","name":"alice","answer":{"type":"answer","sdp":"v=0"}}`))
+	expect(t, a, `{"type":"answer","answer":{"type":"answer","sdp":"v=0"}}`)
+	_ = a.SendRaw([]byte(`{"type":"candidate","name":"bob","candidate":{"candidate":"c1"}}`))
+	expect(t, b, `{"type":"candidate","candidate":{"candidate":"c1"}}`)
+	_ = b.SendRaw([]byte(`{"type":"candidate","name":"alice","candidate":{"candidate":"c2"}}`))
+	expect(t, a, `{"type":"candidate","candidate":{"candidate":"c2"}}`)
+	_ = a.SendRaw([]byte(`{"type":"leave","name":"bob"}`))
+	expect(t, b, `{"type":"leave"}`)
+
+	// The services announce themselves: what "nats micro ls" shows.
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	infos := map[string][]micro.Info{}
+	sub, _ := nc.SubscribeSync(nats.NewInbox())
+	_ = nc.PublishRequest("$SRV.INFO", sub.Subject, nil)
+	for {
+		m, err := sub.NextMsg(500 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		var info micro.Info
+		_ = json.Unmarshal(m.Data, &info)
+		infos[info.Name] = append(infos[info.Name], info)
+	}
+	if len(infos["registry"]) != 1 || len(infos["edge"]) != 2 {
+		t.Fatalf("micro services: %+v", infos)
+	}
+	ids := []string{infos["edge"][0].Metadata["id"], infos["edge"][1].Metadata["id"]}
+	if !(ids[0] == "edge-2" && ids[1] == "signal-edge" || ids[1] == "edge-2" && ids[0] == "signal-edge") {
+		t.Fatalf("edge ids %v", ids)
+	}
+
+	// SIGTERM the second edge: bob gets 1001, then alice can take the name
+	// "bob" at once (released during the drain).
+	_ = b.SendRaw([]byte(`{"type":"offer","name":"alice","offer":2}`))
+	expect(t, a, `{"type":"offer","offer":2,"name":"bob"}`)
+	start := time.Now()
+	_ = ed.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-ed.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("edge did not exit after SIGTERM")
+	}
+	t.Logf("edge: SIGTERM to exit in %v", time.Since(start))
+	if ed.err != nil {
+		t.Fatalf("edge exit: %v", ed.err)
+	}
+	<-b.Done()
+	if code, _ := b.CloseStatus(); code != ws.StatusGoingAway {
+		t.Fatalf("bob's close code %d, want 1001", code)
+	}
+	expect(t, a, `{"type":"leave"}`)
+	dial(t, url1, "bob")
+
+	_ = sig.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-sig.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("signal did not exit after SIGTERM")
+	}
+	if sig.err != nil {
+		t.Fatalf("signal exit: %v", sig.err)
+	}
+	if !strings.Contains(sig.out.String(), "nats server stopped") {
+		t.Fatalf("signal did not stop its NATS server last:\n%s", sig.out.String())
+	}
+}

@@ -1,0 +1,174 @@
+package registry_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/natsrtc/signal/registry"
+	"github.com/natsrtc/signal/services/names"
+	"github.com/natsrtc/signal/services/natstest"
+	"github.com/natsrtc/signal/services/subject"
+)
+
+func start(t *testing.T, nc *nats.Conn) *registry.Registry {
+	t.Helper()
+	r, err := registry.New(context.Background(), registry.Config{NC: nc, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Stop() })
+	return r
+}
+
+func request[T any](t *testing.T, nc *nats.Conn, subj string, v any) T {
+	t.Helper()
+	b, _ := json.Marshal(v)
+	m, err := nc.Request(subj, b, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
+		t.Fatalf("%s: error %s %s", subj, code, m.Header.Get(micro.ErrorHeader))
+	}
+	var out T
+	if err := json.Unmarshal(m.Data, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestLoginLogout(t *testing.T) {
+	s := natstest.Server(t)
+	nc := natstest.Conn(t, s)
+	start(t, nc)
+	login := func(name, session string) registry.LoginReply {
+		return request[registry.LoginReply](t, nc, subject.RegistryLogin, registry.LoginRequest{Name: name, Edge: "e1", Instance: "i1", Session: session})
+	}
+	logout := func(name, session string) registry.LogoutReply {
+		return request[registry.LogoutReply](t, nc, subject.RegistryLogout, registry.LogoutRequest{Name: name, Session: session})
+	}
+
+	if r := login("user.>", "s1"); !r.OK || r.Token != names.Token("user.>") {
+		t.Fatalf("login: %+v", r)
+	}
+	if r := login("user.>", "s2"); r.OK || r.Reason != registry.ReasonTaken {
+		t.Fatalf("second login: %+v", r)
+	}
+	// Another session cannot release it.
+	if r := logout("user.>", "s2"); r.OK || r.Reason != registry.ReasonNotOwner {
+		t.Fatalf("logout by another session: %+v", r)
+	}
+	if r := logout("user.>", "s1"); !r.OK {
+		t.Fatalf("logout: %+v", r)
+	}
+	if r := logout("user.>", "s1"); r.OK || r.Reason != registry.ReasonNotFound {
+		t.Fatalf("second logout: %+v", r)
+	}
+	// Free again; a stale logout of the old session does not remove the
+	// new owner's entry.
+	if r := login("user.>", "s3"); !r.OK {
+		t.Fatalf("login after logout: %+v", r)
+	}
+	if r := logout("user.>", "s1"); r.OK {
+		t.Fatalf("stale logout removed the new owner: %+v", r)
+	}
+
+	// The bucket holds exactly the one entry, under the token.
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(context.Background(), subject.UsersBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(context.Background(), names.Token("user.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entry registry.Entry
+	_ = json.Unmarshal(e.Value(), &entry)
+	if entry.Name != "user.>" || entry.Session != "s3" || entry.Edge != "e1" {
+		t.Fatalf("entry %+v", entry)
+	}
+
+	// Bad requests are service errors.
+	for _, body := range []string{`not json`, `{"name":"","edge":"e","session":"s"}`, `{"name":"x"}`} {
+		m, err := nc.Request(subject.RegistryLogin, []byte(body), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Header.Get(micro.ErrorCodeHeader) != "400" {
+			t.Errorf("%s: want a 400 error, got %q %s", body, m.Header.Get(micro.ErrorCodeHeader), m.Data)
+		}
+	}
+}
+
+// TestGuardedRelease: a release guarded by an old revision never removes a
+// newer owner's entry, even when it races with logout and login.
+func TestGuardedRelease(t *testing.T) {
+	s := natstest.Server(t)
+	nc := natstest.Conn(t, s)
+	r := start(t, nc)
+	ctx := context.Background()
+	first, err := r.Login(ctx, registry.LoginRequest{Name: "n", Edge: "e", Session: "old"})
+	if err != nil || !first.OK {
+		t.Fatal(first, err)
+	}
+	if out, _ := r.Logout(ctx, registry.LogoutRequest{Name: "n", Session: "old"}); !out.OK {
+		t.Fatal(out)
+	}
+	second, err := r.Login(ctx, registry.LoginRequest{Name: "n", Edge: "e", Session: "new"})
+	if err != nil || !second.OK || second.Revision <= first.Revision {
+		t.Fatal(second, err)
+	}
+	if out, _ := r.Logout(ctx, registry.LogoutRequest{Name: "n", Session: "old"}); out.OK {
+		t.Fatal("old session released the new entry")
+	}
+}
+
+// TestRace: two registries, many edges' worth of concurrent logins for the
+// same names: exactly one winner per name.
+func TestRace(t *testing.T) {
+	s := natstest.Server(t)
+	start(t, natstest.Conn(t, s))
+	start(t, natstest.Conn(t, s))
+	const names, contenders = 50, 8
+	wins := make([]int, names)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for c := range contenders {
+		nc := natstest.Conn(t, s)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range names {
+				b, _ := json.Marshal(registry.LoginRequest{Name: fmt.Sprint("name-", n), Edge: fmt.Sprint("edge-", c), Session: fmt.Sprint(c)})
+				m, err := nc.Request(subject.RegistryLogin, b, 5*time.Second)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				var out registry.LoginReply
+				_ = json.Unmarshal(m.Data, &out)
+				if out.OK {
+					mu.Lock()
+					wins[n]++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for n, w := range wins {
+		if w != 1 {
+			t.Errorf("name-%d: %d winners", n, w)
+		}
+	}
+}
