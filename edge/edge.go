@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/natsrtc/signal/services/subject"
@@ -93,6 +94,9 @@ type Edge struct {
 	subs     []*nats.Subscription
 	svc      micro.Service
 	srv      *http.Server
+	js       jetstream.JetStream
+	kvMu     sync.Mutex
+	kv       jetstream.KeyValue // users bucket, read-only here
 
 	mu     sync.RWMutex
 	bySub  map[*nats.Subscription]*conn
@@ -163,9 +167,12 @@ func New(cfg Config) (*Edge, error) {
 		logouts:  make(chan logoutJob, 4096),
 		stopBG:   make(chan struct{}),
 	}
-	e.nrPrefix = e.nc.NewInbox() + "."
-
 	var err error
+	e.nrPrefix = e.nc.NewInbox() + "."
+	if e.js, err = jetstream.New(e.nc); err != nil {
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+
 	sub, err := e.nc.Subscribe(e.nrPrefix+">", e.onNoResponders)
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)

@@ -539,3 +539,32 @@ func rawSend(t testing.TB, nc net.Conn, frame string) {
 		t.Fatal(err)
 	}
 }
+
+// TestNotOnline: a message to a user who is not online comes back as an
+// error frame, whether the target never logged in (while an operator
+// watches "user.>"), or left in the middle of a call.
+func TestNotOnline(t *testing.T) {
+	s := stack.Start(t, stack.Options{Edges: 2})
+	obs, err := s.Conn("observer").SubscribeSync("user.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = obs
+	a := login(t, s.Edges[0].URL, "a")
+	send(t, a, `{"type":"offer","name":"nobody","offer":1}`)
+	if m := recv(t, a); m.Message != `user "nobody" is not online` {
+		t.Fatalf("got %s", m.Raw)
+	}
+	_ = obs.Unsubscribe()
+
+	b := login(t, s.Edges[1].URL, "b")
+	send(t, a, `{"type":"offer","name":"b","offer":1}`)
+	expect(t, b, `{"type":"offer","offer":1,"name":"a"}`)
+	_ = b.Abort()
+	expect(t, a, `{"type":"leave"}`)
+	// The route to b is cached; NATS's no-responders status tells.
+	send(t, a, `{"type":"candidate","name":"b","candidate":1}`)
+	if m := recv(t, a); m.Message != `user "b" is not online` {
+		t.Fatalf("got %s", m.Raw)
+	}
+}

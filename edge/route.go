@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natsrtc/signal/registry"
 	"github.com/natsrtc/signal/services/names"
@@ -160,7 +162,10 @@ func (c *conn) relay() {
 		c.sendError(errBusDown)
 		return
 	}
-	c.route(f.Name)
+	if !c.route(f.Name) {
+		c.sendError(`user "` + string(f.Name) + `" is not online`)
+		return
+	}
 	switch f.Type {
 	case protocol.TypeOffer, protocol.TypeAnswer:
 		e.setPeer(c, c.lastToken)
@@ -175,18 +180,56 @@ func (c *conn) relay() {
 	e.stats.relayed.Add(1)
 }
 
-// route points the route cache at target. The reply subject makes NATS
-// answer at once with "no responders" when nobody is subscribed to the
-// target's subject, that is, when the target is not online anywhere.
-func (c *conn) route(target []byte) {
+// route points the route cache at target; false means the target is not
+// online. The reply subject of every relayed frame makes NATS answer at once
+// with "no responders" when nobody subscribes the target's subject, that is,
+// when the target is not online anywhere (onNoResponders). But an operator's
+// "nats sub 'user.>'" counts as a responder too, so a new target is also
+// looked up in the users bucket once, when the cache changes to it.
+func (c *conn) route(target []byte) bool {
 	if string(target) == c.lastTarget && c.lastSubj != "" {
-		return
+		return true
 	}
 	tok := names.Token(string(target))
+	if !c.e.online(tok) {
+		return false
+	}
 	c.lastTarget = string(target)
 	c.lastToken = tok
 	c.lastSubj = subject.User(tok)
 	c.lastReply = c.e.nrPrefix + strconv.FormatUint(c.id, 10) + "." + tok
+	return true
+}
+
+// online looks tok up in the users bucket. It answers true when it cannot
+// tell (no bucket yet, NATS trouble): the publish then finds out.
+func (e *Edge) online(tok string) bool {
+	kv := e.usersKV()
+	if kv == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RegistryTimeout)
+	defer cancel()
+	_, err := kv.Get(ctx, tok)
+	return !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted)
+}
+
+// usersKV returns the users bucket, or nil while it does not exist yet (the
+// registry creates it).
+func (e *Edge) usersKV() jetstream.KeyValue {
+	e.kvMu.Lock()
+	defer e.kvMu.Unlock()
+	if e.kv != nil {
+		return e.kv
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RegistryTimeout)
+	defer cancel()
+	kv, err := e.js.KeyValue(ctx, subject.UsersBucket)
+	if err != nil {
+		return nil
+	}
+	e.kv = kv
+	return kv
 }
 
 // onNoResponders turns NATS's "no responders" status for a relayed frame

@@ -319,4 +319,3 @@ func (c *Client) Abort() error { return c.conn.Close() }
 
 // Conn returns the underlying connection (for tests).
 func (c *Client) Conn() net.Conn { return c.conn }
-
