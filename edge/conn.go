@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -31,6 +32,9 @@ var (
 	closeTooBig       = closeReason{ws.StatusMessageTooBig, "frame too big"}
 	closeInternal     = closeReason{ws.StatusInternalServerError, "internal error"}
 	closeSlowConsumer = closeReason{ws.StatusPolicyViolation, "not reading"}
+	// closeNameLost: the registry released the name (the edge was cut off
+	// longer than its lease); log in again.
+	closeNameLost = closeReason{ws.StatusCode(4001), "name released; log in again"}
 )
 
 // conn is one client socket. Its read loop (serve) runs in one goroutine and
@@ -69,6 +73,9 @@ type conn struct {
 	// answer with (either direction). Guarded by e.mu.
 	peer string
 
+	lastRead atomic.Int64 // unix nanoseconds of the last frame from the client
+	pinged   atomic.Bool  // a liveness ping is outstanding
+
 	wmu       sync.Mutex
 	queue     []outFrame
 	writing   bool
@@ -94,6 +101,7 @@ func (e *Edge) upgrade(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &conn{e: e, id: e.nextID.Add(1), nc: nc, r: nc}
+	c.lastRead.Store(time.Now().UnixNano())
 	if n := rw.Reader.Buffered(); n > 0 {
 		// The client sent frames right behind its request.
 		pre, _ := rw.Reader.Peek(n)
@@ -134,6 +142,8 @@ func (c *conn) serve() {
 		if err != nil {
 			return
 		}
+		c.lastRead.Store(time.Now().UnixNano())
+		c.pinged.Store(false)
 		if h.Rsv != 0 || !h.Masked {
 			c.fail(closeProtocol)
 			return

@@ -50,6 +50,14 @@ const (
 	DefaultCloseTimeout = 2 * time.Second
 	// DefaultHandshakeTimeout bounds reading the HTTP upgrade request.
 	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultHeartbeat refreshes the edge's lease four times per default
+	// registry lease (10s).
+	DefaultHeartbeat = 2500 * time.Millisecond
+	// DefaultPingAfter and DefaultPongTimeout: a silent client is pinged
+	// after 20s and dropped 10s later, so a half-open TCP connection holds
+	// its name for at most about 30s.
+	DefaultPingAfter   = 20 * time.Second
+	DefaultPongTimeout = 10 * time.Second
 	// dispatchQueue is the capacity of the channel that every user
 	// subscription of the edge delivers to.
 	dispatchQueue = 1 << 16
@@ -77,6 +85,16 @@ type Config struct {
 	// CloseTimeout bounds the wait for a client's close frame.
 	// Zero: DefaultCloseTimeout.
 	CloseTimeout time.Duration
+	// Heartbeat is how often the edge refreshes its lease in the edges
+	// bucket; it must be well under the registry's lease (10s by default).
+	// Zero: DefaultHeartbeat.
+	Heartbeat time.Duration
+	// PingAfter is how long a client may stay silent before it is pinged.
+	// Zero: DefaultPingAfter.
+	PingAfter time.Duration
+	// PongTimeout is how long a pinged client has to send anything (its
+	// pong) before it is disconnected. Zero: DefaultPongTimeout.
+	PongTimeout time.Duration
 	// Logger; zero: slog.Default().
 	Logger *slog.Logger
 }
@@ -100,6 +118,7 @@ type Edge struct {
 
 	mu     sync.RWMutex
 	bySub  map[*nats.Subscription]*conn
+	byTok  map[string]*conn // logged-in users by name token
 	byID   map[uint64]*conn
 	conns  map[*conn]struct{}
 	peers  map[string]map[*conn]struct{} // peer token -> conns whose peer it is
@@ -123,6 +142,7 @@ type stats struct {
 	slowClients  atomic.Uint64
 	loginsOK     atomic.Uint64
 	loginsRefuse atomic.Uint64
+	deadSockets  atomic.Uint64
 }
 
 // New creates an Edge: it subscribes what every edge needs and announces
@@ -149,6 +169,15 @@ func New(cfg Config) (*Edge, error) {
 	if cfg.CloseTimeout == 0 {
 		cfg.CloseTimeout = DefaultCloseTimeout
 	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = DefaultHeartbeat
+	}
+	if cfg.PingAfter == 0 {
+		cfg.PingAfter = DefaultPingAfter
+	}
+	if cfg.PongTimeout == 0 {
+		cfg.PongTimeout = DefaultPongTimeout
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -160,6 +189,7 @@ func New(cfg Config) (*Edge, error) {
 		instance: randomID(8),
 		msgs:     make(chan *nats.Msg, dispatchQueue),
 		bySub:    make(map[*nats.Subscription]*conn),
+		byTok:    make(map[string]*conn),
 		byID:     make(map[uint64]*conn),
 		conns:    make(map[*conn]struct{}),
 		peers:    make(map[string]map[*conn]struct{}),
@@ -211,8 +241,10 @@ func New(cfg Config) (*Edge, error) {
 	}
 
 	go e.dispatch()
-	e.bgWG.Add(1)
+	e.bgWG.Add(3)
 	go e.logoutRetrier()
+	go e.heartbeat()
+	go e.pinger()
 	e.srv = &http.Server{
 		Handler:           e,
 		ReadHeaderTimeout: DefaultHandshakeTimeout,
@@ -234,6 +266,7 @@ type Stats struct {
 	SlowClients uint64 `json:"slow_clients"`
 	LoginsOK    uint64 `json:"logins_ok"`
 	LoginsTaken uint64 `json:"logins_refused"`
+	DeadSockets uint64 `json:"dead_sockets"`
 }
 
 // Stats returns a snapshot of the edge's counters.
@@ -248,6 +281,7 @@ func (e *Edge) Stats() Stats {
 		SlowClients: e.stats.slowClients.Load(),
 		LoginsOK:    e.stats.loginsOK.Load(),
 		LoginsTaken: e.stats.loginsRefuse.Load(),
+		DeadSockets: e.stats.deadSockets.Load(),
 	}
 }
 
@@ -272,15 +306,6 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	e.upgrade(w, r)
-}
-
-func (e *Edge) servePage(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/" {
-		http.NotFound(w, r)
-		return
-	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintf(w, "signaling edge %s: connect a WebSocket client to this address\n", e.cfg.ID)
 }
 
 func isUpgrade(r *http.Request) bool {

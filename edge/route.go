@@ -93,6 +93,7 @@ func (c *conn) login() {
 	c.natsHdr = nats.Header{subject.HeaderFrom: {token}, subject.HeaderEdge: {e.cfg.ID}}
 	e.mu.Lock()
 	e.bySub[sub] = c
+	e.byTok[token] = c
 	e.mu.Unlock()
 	e.stats.users.Add(1)
 	e.stats.loginsOK.Add(1)
@@ -331,10 +332,15 @@ func (e *Edge) unlinkPeer(c *conn) {
 	c.peer = ""
 }
 
-// onOffline sends leave to every local user whose peer's name the registry
-// released without a goodbye from its connection (its edge died).
+// onOffline handles a name the registry released without a goodbye from its
+// connection (its edge's lease lapsed): every local user whose peer it was
+// gets leave. If the name is held here, this edge was cut off for longer
+// than its lease and the name may have a new owner: that connection is
+// closed, so that a name never has two.
 func (e *Edge) onOffline(m *nats.Msg) {
 	tok := strings.TrimPrefix(m.Subject, subject.PresenceOfflinePrefix)
+	var off registry.Offline
+	_ = json.Unmarshal(m.Data, &off)
 	e.mu.Lock()
 	set := e.peers[tok]
 	delete(e.peers, tok)
@@ -343,9 +349,14 @@ func (e *Edge) onOffline(m *nats.Msg) {
 		c.peer = ""
 		conns = append(conns, c)
 	}
+	holder := e.byTok[tok]
 	e.mu.Unlock()
 	for _, c := range conns {
 		c.enqueue(ws.OpText, protocol.AppendLeave(nil))
+	}
+	if holder != nil && holder.session == off.Session {
+		e.log.Warn("registry released a name held here (lease lapsed); closing its connection", "conn", holder.id)
+		holder.closeWith(closeNameLost)
 	}
 }
 
@@ -355,6 +366,9 @@ func (c *conn) logout() {
 	e := c.e
 	e.mu.Lock()
 	delete(e.bySub, c.sub)
+	if e.byTok[c.token] == c {
+		delete(e.byTok, c.token)
+	}
 	peer := c.peer
 	e.unlinkPeer(c)
 	e.mu.Unlock()

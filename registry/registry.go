@@ -51,6 +51,11 @@ type Config struct {
 	// bucket (watchers see the release; then it is gone, so the bucket does
 	// not grow with every name ever used). Zero: DefaultMarkerTTL.
 	MarkerTTL time.Duration
+	// Lease is how long an edge may go without a heartbeat before the
+	// registry releases its names. Zero: DefaultLease.
+	Lease time.Duration
+	// Sweep is how often lapsed leases are looked for. Zero: DefaultSweep.
+	Sweep time.Duration
 	// Logger; zero: slog.Default().
 	Logger *slog.Logger
 }
@@ -63,6 +68,8 @@ type Registry struct {
 	svc   micro.Service
 	work  chan job
 	wg    sync.WaitGroup
+
+	stopLeases context.CancelFunc
 }
 
 type job struct {
@@ -88,6 +95,12 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 	if cfg.MarkerTTL == 0 {
 		cfg.MarkerTTL = DefaultMarkerTTL
 	}
+	if cfg.Lease == 0 {
+		cfg.Lease = DefaultLease
+	}
+	if cfg.Sweep == 0 {
+		cfg.Sweep = DefaultSweep
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -109,6 +122,9 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 		return nil, fmt.Errorf("registry: bucket %s: %w", subject.UsersBucket, err)
 	}
 
+	if err := r.startLeases(ctx, js); err != nil {
+		return nil, fmt.Errorf("registry: leases: %w", err)
+	}
 	for range cfg.Workers {
 		r.wg.Add(1)
 		go r.worker()
@@ -146,6 +162,9 @@ func (r *Registry) Stop() error {
 
 func (r *Registry) stopWorkers() {
 	close(r.work)
+	if r.stopLeases != nil {
+		r.stopLeases()
+	}
 	r.wg.Wait()
 }
 

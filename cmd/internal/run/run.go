@@ -38,6 +38,9 @@ type EdgeFlags struct {
 	WriteQueue      *int
 	WriteTimeout    *time.Duration
 	RegistryTimeout *time.Duration
+	Heartbeat       *time.Duration
+	PingAfter       *time.Duration
+	PongTimeout     *time.Duration
 }
 
 // AddEdgeFlags defines the edge's flags on fs.
@@ -49,6 +52,9 @@ func AddEdgeFlags(fs *flag.FlagSet) *EdgeFlags {
 		WriteQueue:      cli.Int(fs, "write-queue", "SIGNAL_WRITE_QUEUE", edge.DefaultWriteQueue, "frames that may wait for one client; a client that lets it fill is disconnected"),
 		WriteTimeout:    cli.Duration(fs, "write-timeout", "SIGNAL_WRITE_TIMEOUT", edge.DefaultWriteTimeout, "bound on each socket write"),
 		RegistryTimeout: cli.Duration(fs, "registry-timeout", "SIGNAL_REGISTRY_TIMEOUT", edge.DefaultRegistryTimeout, "bound on each registry request"),
+		Heartbeat:       cli.Duration(fs, "heartbeat", "SIGNAL_HEARTBEAT", edge.DefaultHeartbeat, "how often the edge refreshes its lease (keep well under the registry's -lease)"),
+		PingAfter:       cli.Duration(fs, "ping-after", "SIGNAL_PING_AFTER", edge.DefaultPingAfter, "ping a client after this long without a frame from it"),
+		PongTimeout:     cli.Duration(fs, "pong-timeout", "SIGNAL_PONG_TIMEOUT", edge.DefaultPongTimeout, "disconnect a pinged client still silent after this long"),
 	}
 }
 
@@ -66,6 +72,9 @@ func (f *EdgeFlags) Config(nc *nats.Conn, log *slog.Logger) edge.Config {
 		WriteQueue:      *f.WriteQueue,
 		WriteTimeout:    *f.WriteTimeout,
 		RegistryTimeout: *f.RegistryTimeout,
+		Heartbeat:       *f.Heartbeat,
+		PingAfter:       *f.PingAfter,
+		PongTimeout:     *f.PongTimeout,
 		Logger:          log,
 	}
 }
@@ -104,6 +113,7 @@ func ValidID(id string) error {
 type RegistryFlags struct {
 	Replicas *int
 	Workers  *int
+	Lease    *time.Duration
 }
 
 // AddRegistryFlags defines the registry's flags on fs.
@@ -111,12 +121,13 @@ func AddRegistryFlags(fs *flag.FlagSet, defReplicas int) *RegistryFlags {
 	return &RegistryFlags{
 		Replicas: cli.Int(fs, "replicas", "SIGNAL_KV_REPLICAS", defReplicas, "replicas of the KV buckets when the registry creates them (3 in a NATS cluster)"),
 		Workers:  cli.Int(fs, "workers", "SIGNAL_REGISTRY_WORKERS", registry.DefaultWorkers, "registry requests served at once"),
+		Lease:    cli.Duration(fs, "lease", "SIGNAL_LEASE", registry.DefaultLease, "release every name of an edge that has not heartbeaten for this long"),
 	}
 }
 
 // Config builds the registry configuration.
 func (f *RegistryFlags) Config(nc *nats.Conn, log *slog.Logger) registry.Config {
-	return registry.Config{NC: nc, Replicas: *f.Replicas, Workers: *f.Workers, Logger: log}
+	return registry.Config{NC: nc, Replicas: *f.Replicas, Workers: *f.Workers, Lease: *f.Lease, Logger: log}
 }
 
 // Connect connects to NATS for one service and waits, within ctx, until the

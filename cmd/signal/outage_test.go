@@ -1,0 +1,233 @@
+package main_test
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/natsrtc/signal/services/client"
+)
+
+var (
+	natsServerOnce sync.Once
+	natsServerBin  string
+	natsServerErr  error
+)
+
+// natsServer builds nats-server from the module version in go.mod.
+func natsServer(t *testing.T) string {
+	t.Helper()
+	dir := binaries(t)
+	natsServerOnce.Do(func() {
+		natsServerBin = filepath.Join(dir, "nats-server")
+		out, err := exec.Command("go", "build", "-o", natsServerBin, "github.com/nats-io/nats-server/v2").CombinedOutput()
+		if err != nil {
+			natsServerErr = fmt.Errorf("build nats-server: %v\n%s", err, out)
+		}
+	})
+	if natsServerErr != nil {
+		t.Fatal(natsServerErr)
+	}
+	return natsServerBin
+}
+
+// TestNATSRestart stops the NATS server under a registry and two edge
+// processes while clients relay, then starts it again on the same store:
+// no process exits, clients stay connected and get error frames (not
+// silence) meanwhile, held names stay held, and logins and calls work again.
+func TestNATSRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binaries and a nats-server")
+	}
+	bin := binaries(t)
+	ns := natsServer(t)
+	natsPort, e1Port, e2Port := freePort(t), freePort(t), freePort(t)
+	store := t.TempDir()
+	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
+	startNATS := func() *proc {
+		p := startProc(t, ns, "-a", "127.0.0.1", "-p", fmt.Sprint(natsPort), "-js", "-sd", store)
+		waitTCP(t, fmt.Sprintf("127.0.0.1:%d", natsPort))
+		return p
+	}
+	nats1 := startNATS()
+	reg := startProc(t, filepath.Join(bin, "registry"), "-nats", natsURL)
+	time.Sleep(300 * time.Millisecond)
+	e1 := startProc(t, filepath.Join(bin, "edge"), "-nats", natsURL, "-listen", fmt.Sprintf("127.0.0.1:%d", e1Port), "-id", "e1")
+	e2 := startProc(t, filepath.Join(bin, "edge"), "-nats", natsURL, "-listen", fmt.Sprintf("127.0.0.1:%d", e2Port), "-id", "e2")
+	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", e1Port))
+	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", e2Port))
+	url1, url2 := fmt.Sprintf("ws://127.0.0.1:%d/", e1Port), fmt.Sprintf("ws://127.0.0.1:%d/", e2Port)
+
+	a := loginRetry(t, url1, "a", 10*time.Second)
+	b := loginRetry(t, url2, "b", 10*time.Second)
+
+	// Load: a sends b a candidate every 5ms and b reads them; during the
+	// outage a gets error frames instead.
+	var sent, delivered, errored atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if a.SendRaw([]byte(fmt.Sprintf(`{"type":"candidate","name":"b","candidate":%d}`, i))) == nil {
+				sent.Add(1)
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			m, err := b.Recv(ctx)
+			cancel()
+			if err == nil && m.Type == "candidate" {
+				delivered.Add(1)
+			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	}()
+	drainErrors := func() {
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+			m, err := a.Recv(ctx)
+			cancel()
+			if err != nil {
+				return
+			}
+			if m.Type == "error" {
+				errored.Add(1)
+			}
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if delivered.Load() == 0 {
+		t.Fatal("nothing relayed before the outage")
+	}
+
+	_ = nats1.cmd.Process.Signal(syscall.SIGKILL)
+	<-nats1.done
+	down := time.Now()
+	time.Sleep(1500 * time.Millisecond)
+	drainErrors()
+	if errored.Load() == 0 {
+		t.Fatal("relays during the outage got no error frame")
+	}
+	select {
+	case <-a.Done():
+		t.Fatal("client a was disconnected by the NATS outage")
+	case <-b.Done():
+		t.Fatal("client b was disconnected by the NATS outage")
+	default:
+	}
+	// A login during the outage is answered too.
+	c := dial(t, url1, "")
+	_ = c.SendRaw([]byte(`{"type":"login","name":"during"}`))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	m, err := c.Recv(ctx)
+	cancel()
+	if err != nil || m.Type != "error" {
+		t.Fatalf("login during the outage: %s %v", m.Raw, err)
+	}
+
+	startNATS()
+	up := time.Now()
+	var firstLogin time.Duration
+	for {
+		c := dial(t, url2, "")
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := c.Login(ctx, "after")
+		cancel()
+		_ = c.Abort()
+		if err == nil {
+			firstLogin = time.Since(up)
+			break
+		}
+		if time.Since(up) > 30*time.Second {
+			t.Fatalf("no login within 30s of NATS restarting: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	before := delivered.Load()
+	deadline := time.Now().Add(15 * time.Second)
+	for delivered.Load() == before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	drainErrors()
+	if delivered.Load() == before {
+		t.Fatal("relaying between the old users did not recover")
+	}
+	t.Logf("NATS down %v; restart -> first successful login %v; relayed %d of %d, %d error frames",
+		up.Sub(down).Round(time.Millisecond), firstLogin.Round(time.Millisecond), delivered.Load(), sent.Load(), errored.Load())
+
+	// The names held across the outage are still held, by their owners.
+	for _, n := range []string{"a", "b"} {
+		c := dial(t, url2, "")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := c.Login(ctx, n)
+		cancel()
+		if err != client.ErrNameTaken {
+			t.Errorf("%s: login by another connection: %v, want refused", n, err)
+		}
+	}
+	_ = a.SendRaw([]byte(`{"type":"offer","name":"b","offer":"again"}`))
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		m, err := b.Recv(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("offer after recovery: %v", err)
+		}
+		if m.Type == "offer" {
+			break
+		}
+	}
+	for _, p := range []*proc{reg, e1, e2} {
+		select {
+		case <-p.done:
+			t.Fatalf("a process exited: %v\n%s", p.err, p.out.String())
+		default:
+		}
+	}
+	if strings.Contains(reg.out.String(), "panic") || strings.Contains(e1.out.String(), "panic") {
+		t.Fatal("panic in a service log")
+	}
+}
+
+// loginRetry logs in, retrying while the system is still coming up.
+func loginRetry(t *testing.T, url, name string, within time.Duration) *client.Client {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		c := dial(t, url, "")
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := c.Login(ctx, name)
+		cancel()
+		if err == nil {
+			return c
+		}
+		_ = c.Abort()
+		if time.Now().After(deadline) {
+			t.Fatalf("login %s: %v", name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -1,0 +1,239 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natsrtc/signal/services/subject"
+)
+
+// Lease defaults.
+const (
+	// DefaultLease is how long an edge may go without a heartbeat before
+	// the registry releases every name it holds. Edges heartbeat every
+	// DefaultHeartbeat (edge package), a quarter of it.
+	DefaultLease = 10 * time.Second
+	// DefaultSweep is how often the registry looks for lapsed leases.
+	DefaultSweep = time.Second
+)
+
+// EdgeLease is the value an edge heartbeats into the edges bucket under its
+// id.
+type EdgeLease struct {
+	ID       string    `json:"id"`
+	Instance string    `json:"instance"`
+	Listen   string    `json:"listen,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+// Offline is the payload of presence.offline.<token>.
+type Offline struct {
+	Name     string `json:"name"`
+	Edge     string `json:"edge"`
+	Instance string `json:"instance"`
+	Session  string `json:"session"`
+	Reason   string `json:"reason"`
+}
+
+// Reasons in Offline.
+const ReasonLease = "edge lease expired"
+
+type holder struct {
+	name, edge, instance, session string
+	rev                           uint64
+}
+
+// leases watches the users and edges buckets and releases the names of
+// edge instances whose lease lapsed. Every registry runs one; they never
+// fight, because a release is a delete guarded by the entry's revision: the
+// first wins, the others find the revision gone.
+type leases struct {
+	r      *Registry
+	edges  jetstream.KeyValue
+	users  map[string]holder    // token -> holder
+	seen   map[string]time.Time // edge instance -> last heartbeat (local clock)
+	busy   map[string]bool      // tokens being released
+	mu     sync.Mutex           // guards busy
+	online bool
+	now    func() time.Time
+}
+
+func (r *Registry) startLeases(ctx context.Context, js jetstream.JetStream) error {
+	edges, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      subject.EdgesBucket,
+		Description: "edge leases: edge id -> instance, refreshed by heartbeats",
+		History:     1,
+		TTL:         3 * r.cfg.Lease,
+		Replicas:    r.cfg.Replicas,
+	})
+	if err != nil {
+		return err
+	}
+	l := &leases{
+		r:     r,
+		edges: edges,
+		users: make(map[string]holder),
+		seen:  make(map[string]time.Time),
+		busy:  make(map[string]bool),
+		now:   time.Now,
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	uw, err := r.users.WatchAll(wctx)
+	if err != nil {
+		cancel()
+		return err
+	}
+	ew, err := edges.WatchAll(wctx)
+	if err != nil {
+		cancel()
+		return err
+	}
+	r.stopLeases = cancel
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer func() { _ = uw.Stop(); _ = ew.Stop() }()
+		l.run(wctx, uw.Updates(), ew.Updates())
+	}()
+	return nil
+}
+
+func (l *leases) run(ctx context.Context, users, edges <-chan jetstream.KeyValueEntry) {
+	t := time.NewTicker(l.r.cfg.Sweep)
+	defer t.Stop()
+	l.online = l.r.cfg.NC.IsConnected()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-users:
+			if !ok {
+				return
+			}
+			if e != nil {
+				l.user(e)
+			}
+		case e, ok := <-edges:
+			if !ok {
+				return
+			}
+			if e != nil && e.Operation() == jetstream.KeyValuePut {
+				var lease EdgeLease
+				if json.Unmarshal(e.Value(), &lease) == nil && lease.Instance != "" {
+					l.seen[lease.Instance] = l.now()
+				}
+			}
+		case <-t.C:
+			l.sweep()
+		}
+	}
+}
+
+func (l *leases) user(e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(l.users, e.Key())
+		return
+	}
+	var v Entry
+	if json.Unmarshal(e.Value(), &v) != nil {
+		return
+	}
+	l.users[e.Key()] = holder{name: v.Name, edge: v.Edge, instance: v.Instance, session: v.Session, rev: e.Revision()}
+	if _, ok := l.seen[v.Instance]; !ok {
+		// First sight of this instance: it gets a whole lease to show up.
+		l.seen[v.Instance] = l.now()
+	}
+}
+
+// sweep releases the names of lapsed instances. While this registry is cut
+// off from NATS it sees no heartbeats, so it releases nothing; once back, it
+// gives every instance a whole lease again.
+func (l *leases) sweep() {
+	now := l.now()
+	if !l.r.cfg.NC.IsConnected() {
+		l.online = false
+		return
+	}
+	if !l.online {
+		l.online = true
+		for k := range l.seen {
+			l.seen[k] = now
+		}
+		return
+	}
+	live := make(map[string]bool)
+	var expired []struct {
+		tok string
+		h   holder
+	}
+	for tok, h := range l.users {
+		last, ok := l.seen[h.instance]
+		if !ok {
+			l.seen[h.instance] = now
+			continue
+		}
+		live[h.instance] = true
+		if now.Sub(last) > l.r.cfg.Lease {
+			expired = append(expired, struct {
+				tok string
+				h   holder
+			}{tok, h})
+		}
+	}
+	for inst, last := range l.seen {
+		if !live[inst] && now.Sub(last) > 3*l.r.cfg.Lease {
+			delete(l.seen, inst)
+		}
+	}
+	if len(expired) == 0 {
+		return
+	}
+	l.r.log.Info("edge lease lapsed; releasing its names", "names", len(expired), "edge", expired[0].h.edge)
+	sem := make(chan struct{}, 16)
+	for _, x := range expired {
+		l.mu.Lock()
+		if l.busy[x.tok] {
+			l.mu.Unlock()
+			continue
+		}
+		l.busy[x.tok] = true
+		l.mu.Unlock()
+		sem <- struct{}{}
+		l.r.wg.Add(1)
+		go func() {
+			defer l.r.wg.Done()
+			defer func() { <-sem }()
+			l.release(x.tok, x.h)
+			l.mu.Lock()
+			delete(l.busy, x.tok)
+			l.mu.Unlock()
+		}()
+	}
+}
+
+// release removes tok if it still holds h and tells the edges, so that its
+// peers get leave.
+func (l *leases) release(tok string, h holder) {
+	ctx, cancel := context.WithTimeout(context.Background(), l.r.cfg.Timeout)
+	defer cancel()
+	err := l.r.release(ctx, tok, h.rev)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return // someone else released it, or it has a new owner
+	}
+	if err != nil {
+		l.r.log.Warn("lease release failed; will retry", "err", err)
+		return
+	}
+	l.r.announceOffline(tok, h, ReasonLease)
+}
+
+// announceOffline publishes presence.offline.<tok>.
+func (r *Registry) announceOffline(tok string, h holder, reason string) {
+	b, _ := json.Marshal(Offline{Name: h.name, Edge: h.edge, Instance: h.instance, Session: h.session, Reason: reason})
+	_ = r.cfg.NC.Publish(subject.PresenceOffline(tok), b)
+}
