@@ -35,6 +35,8 @@ var (
 	// closeNameLost: the registry released the name (the edge was cut off
 	// longer than its lease); log in again.
 	closeNameLost = closeReason{ws.StatusCode(4001), "name released; log in again"}
+	// closeResumed: the client resumed this session on another connection.
+	closeResumed = closeReason{ws.StatusCode(4002), "session resumed elsewhere"}
 )
 
 // conn is one client socket. Its read loop (serve) runs in one goroutine and
@@ -72,6 +74,12 @@ type conn struct {
 	// peer is the token of the user this one last exchanged an offer or
 	// answer with (either direction). Guarded by e.mu.
 	peer string
+
+	// deliberate is set once a close frame is queued (either side asked
+	// for the close); a connection that ends without one dropped, and its
+	// session is held for the resume grace period.
+	deliberate atomic.Bool
+	resumed    atomic.Bool // taken over by a resumed session: no logout, no leave
 
 	lastRead atomic.Int64 // unix nanoseconds of the last frame from the client
 	pinged   atomic.Bool  // a liveness ping is outstanding
@@ -274,7 +282,7 @@ func (c *conn) message(op ws.OpCode, data []byte) bool {
 	}
 	switch f.Type {
 	case protocol.TypeLogin:
-		c.login()
+		c.login(data)
 	case protocol.TypeOffer, protocol.TypeAnswer, protocol.TypeCandidate, protocol.TypeLeave:
 		c.relay()
 	default:
@@ -390,6 +398,7 @@ func appendFrameHeader(b []byte, op ws.OpCode, n int) []byte {
 // closeWith queues a close frame. The read loop keeps reading until the
 // client answers with its own close frame or CloseTimeout passes.
 func (c *conn) closeWith(cr closeReason) {
+	c.deliberate.Store(true)
 	var body []byte
 	if cr.code != 0 {
 		body = ws.NewCloseFrameBody(cr.code, cr.reason)

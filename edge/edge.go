@@ -58,6 +58,8 @@ const (
 	// its name for at most about 30s.
 	DefaultPingAfter   = 20 * time.Second
 	DefaultPongTimeout = 10 * time.Second
+	// DefaultResumeGrace is how long a dropped session can be resumed.
+	DefaultResumeGrace = 30 * time.Second
 	// dispatchQueue is the capacity of the channel that every user
 	// subscription of the edge delivers to.
 	dispatchQueue = 1 << 16
@@ -95,6 +97,13 @@ type Config struct {
 	// PongTimeout is how long a pinged client has to send anything (its
 	// pong) before it is disconnected. Zero: DefaultPongTimeout.
 	PongTimeout time.Duration
+	// ResumeGrace is how long the name of a connection that dropped
+	// (closed without a close frame either way) stays held so that its
+	// client can log in again with its resume token and take it over; its
+	// peer gets leave only when the grace ends without a resume. A close
+	// frame from either side releases the name at once. Zero:
+	// DefaultResumeGrace; negative: release at once, always.
+	ResumeGrace time.Duration
 	// Logger; zero: slog.Default().
 	Logger *slog.Logger
 }
@@ -116,13 +125,15 @@ type Edge struct {
 	kvMu     sync.Mutex
 	kv       jetstream.KeyValue // users bucket, read-only here
 
-	mu     sync.RWMutex
-	bySub  map[*nats.Subscription]*conn
-	byTok  map[string]*conn // logged-in users by name token
-	byID   map[uint64]*conn
-	conns  map[*conn]struct{}
-	peers  map[string]map[*conn]struct{} // peer token -> conns whose peer it is
-	nextID atomic.Uint64
+	mu      sync.RWMutex
+	bySub   map[*nats.Subscription]*conn
+	byTok   map[string]*conn             // logged-in users by name token
+	pending map[*nats.Subscription]*conn // subscriptions of logins in flight
+	byID    map[uint64]*conn
+	conns   map[*conn]struct{}
+	peers   map[string]map[*conn]struct{} // peer token -> conns whose peer it is
+	held    map[string]*heldSession       // dropped sessions by session id, kept for resume
+	nextID  atomic.Uint64
 
 	closing  atomic.Bool
 	connWG   sync.WaitGroup
@@ -169,6 +180,9 @@ func New(cfg Config) (*Edge, error) {
 	if cfg.CloseTimeout == 0 {
 		cfg.CloseTimeout = DefaultCloseTimeout
 	}
+	if cfg.ResumeGrace == 0 {
+		cfg.ResumeGrace = DefaultResumeGrace
+	}
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = DefaultHeartbeat
 	}
@@ -190,6 +204,7 @@ func New(cfg Config) (*Edge, error) {
 		msgs:     make(chan *nats.Msg, dispatchQueue),
 		bySub:    make(map[*nats.Subscription]*conn),
 		byTok:    make(map[string]*conn),
+		pending:  make(map[*nats.Subscription]*conn),
 		byID:     make(map[uint64]*conn),
 		conns:    make(map[*conn]struct{}),
 		peers:    make(map[string]map[*conn]struct{}),
@@ -344,7 +359,9 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 		}
 		err = errors.Join(err, ctx.Err())
 	}
-	// Logouts that failed so far get one more try while NATS is still here.
+	// Dropped sessions waiting for a resume are released now, and logouts
+	// that failed so far get one more try while NATS is still here.
+	e.releaseHeld()
 	close(e.stopBG)
 	e.bgWG.Wait()
 	err = errors.Join(err, e.svc.Stop())

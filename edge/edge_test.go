@@ -63,6 +63,15 @@ func expect(t testing.TB, c *client.Client, want string) {
 	}
 }
 
+// expectLoginOK receives a successful login reply (which also carries a
+// resume token).
+func expectLoginOK(t testing.TB, c *client.Client) {
+	t.Helper()
+	if m := recv(t, c); m.Type != "login" || !m.Success || !strings.HasPrefix(string(m.Raw), `{"type":"login","success":true,`) {
+		t.Fatalf("got %s, want a successful login", m.Raw)
+	}
+}
+
 // expectNothing checks that no frame arrives within d.
 func expectNothing(t testing.TB, c *client.Client, d time.Duration) {
 	t.Helper()
@@ -125,7 +134,7 @@ func TestProtocol(t *testing.T) {
 			// only received the offer) is told.
 			send(t, b2, `{"type":"offer","name":"alice","offer":{}}`)
 			expect(t, a, `{"type":"offer","offer":{},"name":"李雷 🙂"}`)
-			_ = b2.Abort()
+			_ = b2.Close()
 			expect(t, a, `{"type":"leave"}`)
 		})
 	}
@@ -140,7 +149,7 @@ func TestLoginTaken(t *testing.T) {
 		expect(t, c, `{"type":"login","success":false}`)
 		// Still usable: another name works on the same connection.
 		send(t, c, `{"type":"login","name":"bob-`+e.ID+`"}`)
-		expect(t, c, `{"type":"login","success":true}`)
+		expectLoginOK(t, c)
 	}
 }
 
@@ -331,11 +340,11 @@ func TestErrors(t *testing.T) {
 	// After all that, both connections still work.
 	you := dial(t, url)
 	send(t, you, `{"type":"login","name":"you2"}`)
-	expect(t, you, `{"type":"login","success":true}`)
+	expectLoginOK(t, you)
 	send(t, me, `{"type":"offer","name":"you2","offer":"still here"}`)
 	expect(t, you, `{"type":"offer","offer":"still here","name":"me"}`)
 	send(t, anon, `{"type":"login","name":"anon"}`)
-	expect(t, anon, `{"type":"login","success":true}`)
+	expectLoginOK(t, anon)
 }
 
 // TestHostileNames logs in users whose names look like subjects and
@@ -396,7 +405,7 @@ func TestFrames(t *testing.T) {
 			t.Fatal(err)
 		}
 		send(t, c, `{"type":"login","name":"pinger"}`)
-		expect(t, c, `{"type":"login","success":true}`)
+		expectLoginOK(t, c)
 	})
 	t.Run("binary", func(t *testing.T) {
 		c := dial(t, url)
@@ -407,7 +416,7 @@ func TestFrames(t *testing.T) {
 			t.Fatalf("got %s", m.Raw)
 		}
 		send(t, c, `{"type":"login","name":"bin"}`)
-		expect(t, c, `{"type":"login","success":true}`)
+		expectLoginOK(t, c)
 	})
 	t.Run("fragmented", func(t *testing.T) {
 		c := dial(t, url)
@@ -416,7 +425,7 @@ func TestFrames(t *testing.T) {
 		_ = c.WriteFrame(ws.OpPing, true, nil)
 		_ = c.WriteFrame(ws.OpContinuation, false, []byte(frame[10:20]))
 		_ = c.WriteFrame(ws.OpContinuation, true, []byte(frame[20:]))
-		expect(t, c, `{"type":"login","success":true}`)
+		expectLoginOK(t, c)
 	})
 	t.Run("too big", func(t *testing.T) {
 		c := login(t, url, "big")
@@ -470,7 +479,7 @@ func TestFrames(t *testing.T) {
 // TestSlowClient: a client that never reads is disconnected when its queue
 // fills; the other users keep working meanwhile.
 func TestSlowClient(t *testing.T) {
-	s := stack.Start(t, stack.Options{Edge: edge.Config{WriteQueue: 8, WriteTimeout: time.Second}})
+	s := stack.Start(t, stack.Options{Edge: edge.Config{WriteQueue: 8, WriteTimeout: time.Second, ResumeGrace: -1}})
 	url := s.Edges[0].URL
 	raw := rawDial(t, s.Edges[0].Edge.Stats, strings.TrimPrefix(strings.TrimSuffix(url, "/"), "ws://"))
 	rawSend(t, raw, `{"type":"login","name":"sleeper"}`)
@@ -560,7 +569,7 @@ func TestNotOnline(t *testing.T) {
 	b := login(t, s.Edges[1].URL, "b")
 	send(t, a, `{"type":"offer","name":"b","offer":1}`)
 	expect(t, b, `{"type":"offer","offer":1,"name":"a"}`)
-	_ = b.Abort()
+	_ = b.Close()
 	expect(t, a, `{"type":"leave"}`)
 	// The route to b is cached; NATS's no-responders status tells.
 	send(t, a, `{"type":"candidate","name":"b","candidate":1}`)

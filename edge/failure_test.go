@@ -13,7 +13,7 @@ import (
 // answers pings (a half-open connection, a closed laptop lid) is dropped:
 // its name is released and its peer gets leave.
 func TestDeadSocket(t *testing.T) {
-	s := stack.Start(t, stack.Options{Edge: edge.Config{PingAfter: 300 * time.Millisecond, PongTimeout: 300 * time.Millisecond}})
+	s := stack.Start(t, stack.Options{Edge: edge.Config{PingAfter: 300 * time.Millisecond, PongTimeout: 300 * time.Millisecond, ResumeGrace: -1}})
 	e := s.Edges[0]
 	raw := rawDial(t, e.Edge.Stats, strings.TrimPrefix(strings.TrimSuffix(e.URL, "/"), "ws://"))
 	rawSend(t, raw, `{"type":"login","name":"ghost"}`)

@@ -29,8 +29,16 @@ const (
 	errInvalidTarget = "invalid name: "
 )
 
-// login claims f.Name for this connection through the registry.
-func (c *conn) login() {
+// loginExtras are the login fields beyond the tutorial's.
+type loginExtras struct {
+	// Resume is the resume token of an earlier session with this name.
+	Resume string `json:"resume"`
+}
+
+// login claims f.Name for this connection through the registry. A login
+// that carries the resume token of the session holding the name takes it
+// over.
+func (c *conn) login(data []byte) {
 	f := &c.frame
 	if c.sub != nil {
 		c.sendError(`already logged in as "` + c.name + `"`)
@@ -52,6 +60,9 @@ func (c *conn) login() {
 	name := string(f.Name)
 	token := names.Token(name)
 	session := randomID(16)
+	resume := randomID(32)
+	var extras loginExtras
+	_ = json.Unmarshal(data, &extras) // a non-string resume is no resume
 
 	// Subscribe before asking the registry: the request travels behind the
 	// SUB on the same connection, so once the registry has answered, the
@@ -62,7 +73,18 @@ func (c *conn) login() {
 		c.sendError(errBusDown)
 		return
 	}
-	req, _ := json.Marshal(registry.LoginRequest{Name: name, Edge: e.cfg.ID, Instance: e.instance, Session: session})
+	e.mu.Lock()
+	e.pending[sub] = c
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.pending, sub)
+		e.mu.Unlock()
+	}()
+	req, _ := json.Marshal(registry.LoginRequest{
+		Name: name, Edge: e.cfg.ID, Instance: e.instance, Session: session,
+		ResumeHash: registry.HashToken(resume), Resume: extras.Resume,
+	})
 	resp, err := e.nc.Request(subject.RegistryLogin, req, e.cfg.RegistryTimeout)
 	var rep registry.LoginReply
 	if err == nil {
@@ -75,6 +97,8 @@ func (c *conn) login() {
 	if err != nil || !rep.OK {
 		_ = sub.Unsubscribe()
 		switch {
+		case err == nil && rep.Reason == registry.ReasonBadToken:
+			c.loginRefused(rep.Reason)
 		case err == nil:
 			e.stats.loginsRefuse.Add(1)
 			c.enqueue(ws.OpText, protocol.AppendLogin(nil, false))
@@ -97,7 +121,13 @@ func (c *conn) login() {
 	e.mu.Unlock()
 	e.stats.users.Add(1)
 	e.stats.loginsOK.Add(1)
-	c.enqueue(ws.OpText, protocol.AppendLogin(nil, true))
+	// {"type":"login","success":true,"resume":"<token>"[,"resumed":true]}:
+	// extra fields, which tutorial clients ignore.
+	b := protocol.AppendLoginExtra(nil, true, "resume", protocol.AppendString(nil, []byte(resume)))
+	if rep.Resumed {
+		b = append(b[:len(b)-1], `,"resumed":true}`...)
+	}
+	c.enqueue(ws.OpText, b)
 }
 
 // Headers a micro service sets on an error reply.
@@ -273,9 +303,20 @@ func (e *Edge) dispatch() {
 	for m := range e.msgs {
 		e.mu.RLock()
 		c := e.bySub[m.Sub]
+		if c == nil && len(m.Data) == 0 {
+			c = e.pending[m.Sub] // a control message may beat the login reply
+		}
 		e.mu.RUnlock()
 		if c == nil {
 			continue // not (or no longer) logged in
+		}
+		if ctl := m.Header[subject.HeaderControl]; len(ctl) > 0 {
+			if ctl[0] == subject.ControlPeer {
+				if p := m.Header.Get(subject.HeaderPeer); names.ValidToken(p) {
+					e.setPeer(c, p)
+				}
+			}
+			continue
 		}
 		if from := m.Header[subject.HeaderFrom]; len(from) == 1 {
 			switch protocol.FrameType(m.Data) {
@@ -341,6 +382,10 @@ func (e *Edge) onOffline(m *nats.Msg) {
 	tok := strings.TrimPrefix(m.Subject, subject.PresenceOfflinePrefix)
 	var off registry.Offline
 	_ = json.Unmarshal(m.Data, &off)
+	if off.Reason == registry.ReasonResumed {
+		e.handOver(tok, off.Session)
+		return
+	}
 	e.mu.Lock()
 	set := e.peers[tok]
 	delete(e.peers, tok)
@@ -361,7 +406,9 @@ func (e *Edge) onOffline(m *nats.Msg) {
 }
 
 // logout releases this connection's name: no more deliveries, the registry
-// entry, then leave to the peer.
+// entry, then leave to the peer. A connection that dropped (no close frame
+// either way) keeps its name for ResumeGrace, so that its client can resume
+// with its token; a connection taken over by a resume releases nothing.
 func (c *conn) logout() {
 	e := c.e
 	e.mu.Lock()
@@ -374,15 +421,102 @@ func (c *conn) logout() {
 	e.mu.Unlock()
 	_ = c.sub.Unsubscribe()
 	e.stats.users.Add(-1)
-	// Release the name before telling the peer, so that a peer that reacts
-	// to leave by calling the name again finds it free.
-	if err := e.logout(c.name, c.session); err != nil {
+	if c.resumed.Load() {
+		return
+	}
+	if !c.deliberate.Load() && e.cfg.ResumeGrace > 0 && !e.closing.Load() {
+		e.hold(c.name, c.session, peer, c.natsHdr)
+		return
+	}
+	e.release(c.name, c.session, peer, c.natsHdr)
+}
+
+// release gives the name back to the registry and, if it was still ours,
+// tells the peer. The name goes first, so that a peer that reacts to leave
+// by calling the name again finds it free.
+func (e *Edge) release(name, session, peer string, hdr nats.Header) {
+	owned, err := e.logout(name, session)
+	if err != nil {
 		e.log.Warn("logout failed; retrying in the background", "err", err)
-		e.queueLogout(c.name, c.session)
+		e.queueLogout(name, session)
+		owned = true
+	}
+	if peer != "" && owned {
+		msg := nats.Msg{Subject: subject.User(peer), Header: hdr, Data: protocol.AppendLeave(nil)}
+		_ = e.nc.PublishMsg(&msg)
+	}
+}
+
+// hold keeps a dropped session's name for ResumeGrace, then releases it
+// unless the client resumed meanwhile (then the registry no longer lists
+// this session and release does nothing).
+func (e *Edge) hold(name, session, peer string, hdr nats.Header) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.held == nil {
+		e.held = make(map[string]*heldSession)
+	}
+	h := &heldSession{name: name, peer: peer, hdr: hdr}
+	h.timer = time.AfterFunc(e.cfg.ResumeGrace, func() {
+		e.mu.Lock()
+		_, ok := e.held[session]
+		delete(e.held, session)
+		e.mu.Unlock()
+		if ok {
+			e.release(name, session, peer, hdr)
+		}
+	})
+	e.held[session] = h
+}
+
+type heldSession struct {
+	name, peer string
+	hdr        nats.Header
+	timer      *time.Timer
+}
+
+// handOver ends a session here that its client resumed elsewhere: a stale
+// connection still open is closed (4002), a held one forgotten, and the
+// peer passes to the new session, so that its close still sends leave.
+func (e *Edge) handOver(tok, session string) {
+	var peer string
+	e.mu.Lock()
+	stale := e.byTok[tok]
+	if stale != nil && stale.session == session {
+		peer = stale.peer
+		stale.resumed.Store(true)
+	} else {
+		stale = nil
+		if h := e.held[session]; h != nil {
+			h.timer.Stop()
+			delete(e.held, session)
+			peer = h.peer
+		}
+	}
+	e.mu.Unlock()
+	if stale != nil {
+		stale.closeWith(closeResumed)
 	}
 	if peer != "" {
-		msg := nats.Msg{Subject: subject.User(peer), Header: c.natsHdr, Data: protocol.AppendLeave(nil)}
+		msg := nats.Msg{Subject: subject.User(tok), Header: nats.Header{
+			subject.HeaderControl: {subject.ControlPeer},
+			subject.HeaderPeer:    {peer},
+			subject.HeaderEdge:    {e.cfg.ID},
+		}}
 		_ = e.nc.PublishMsg(&msg)
+	}
+}
+
+// releaseHeld releases every held session now (at shutdown).
+func (e *Edge) releaseHeld() {
+	e.mu.Lock()
+	held := e.held
+	e.held = nil
+	e.mu.Unlock()
+	for session, h := range held {
+		if h.timer.Stop() {
+			e.release(h.name, session, h.peer, h.hdr)
+		}
 	}
 }
 
@@ -390,17 +524,22 @@ type logoutJob struct {
 	name, session string
 }
 
-// logout asks the registry to release name if session still owns it.
-func (e *Edge) logout(name, session string) error {
+// logout asks the registry to release name if session still owns it; owned
+// reports whether it did.
+func (e *Edge) logout(name, session string) (owned bool, err error) {
 	req, _ := json.Marshal(registry.LogoutRequest{Name: name, Session: session})
 	resp, err := e.nc.Request(subject.RegistryLogout, req, e.cfg.RegistryTimeout)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if resp.Header.Get(microErrorHeader) != "" {
-		return errors.New(resp.Header.Get(microErrorDescHeader))
+		return false, errors.New(resp.Header.Get(microErrorDescHeader))
 	}
-	return nil
+	var rep registry.LogoutReply
+	if err := json.Unmarshal(resp.Data, &rep); err != nil {
+		return false, err
+	}
+	return rep.OK, nil
 }
 
 func (e *Edge) queueLogout(name, session string) {
@@ -429,7 +568,7 @@ func (e *Edge) logoutRetrier() {
 				pending = append(pending, <-e.logouts)
 			}
 			for _, j := range pending {
-				_ = e.logout(j.name, j.session)
+				_, _ = e.logout(j.name, j.session)
 			}
 			return
 		}
@@ -438,7 +577,7 @@ func (e *Edge) logoutRetrier() {
 		}
 		kept := pending[:0]
 		for _, j := range pending {
-			if err := e.logout(j.name, j.session); err != nil {
+			if _, err := e.logout(j.name, j.session); err != nil {
 				kept = append(kept, j)
 			}
 		}

@@ -14,6 +14,12 @@ type LoginRequest struct {
 	Instance string `json:"instance"`
 	// Session identifies the connection; logout must present it.
 	Session string `json:"session"`
+	// ResumeHash is the SHA-256 (hex) of the resume token the edge gives
+	// the client with this login. Only the hash is stored.
+	ResumeHash string `json:"resume_hash,omitempty"`
+	// Resume is a resume token the client presented: if Name is held by a
+	// session whose token it is, this login takes the name over.
+	Resume string `json:"resume,omitempty"`
 }
 
 // LoginReply answers a LoginRequest. A taken name is a normal reply
@@ -25,6 +31,9 @@ type LoginReply struct {
 	Token string `json:"token,omitempty"`
 	// Revision is the KV revision of the entry the login created.
 	Revision uint64 `json:"revision,omitempty"`
+	// Resumed is true when the login took the name over from an earlier
+	// session of the same client (a matching resume token).
+	Resumed bool `json:"resumed,omitempty"`
 }
 
 // Reasons in replies.
@@ -32,6 +41,7 @@ const (
 	ReasonTaken    = "taken"
 	ReasonNotOwner = "not owner"
 	ReasonNotFound = "not logged in"
+	ReasonBadToken = "resume token does not match"
 )
 
 // LogoutRequest is the JSON body of a registry.logout request.
@@ -55,4 +65,6 @@ type Entry struct {
 	Instance string    `json:"instance"`
 	Session  string    `json:"session"`
 	Since    time.Time `json:"since"`
+	// ResumeHash is the SHA-256 (hex) of the session's resume token.
+	ResumeHash string `json:"resume_hash,omitempty"`
 }

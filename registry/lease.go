@@ -41,7 +41,14 @@ type Offline struct {
 }
 
 // Reasons in Offline.
-const ReasonLease = "edge lease expired"
+const (
+	// ReasonLease: the edge holding the name stopped heartbeating; its
+	// peers get leave.
+	ReasonLease = "edge lease expired"
+	// ReasonResumed: the client resumed its session elsewhere; the old
+	// connection is closed and nobody gets leave.
+	ReasonResumed = "resumed"
+)
 
 type holder struct {
 	name, edge, instance, session string

@@ -8,6 +8,9 @@ package registry
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -218,27 +221,73 @@ func (r *Registry) handleLogin(req micro.Request) {
 }
 
 // Login creates the entry of in.Name; it is what registry.login does.
-// A name that is taken yields OK false, Reason ReasonTaken and no error.
+// A name that is taken yields OK false, Reason ReasonTaken and no error,
+// unless in.Resume is the resume token of the session holding it: then the
+// entry passes to the new session (guarded by its revision) and the edge of
+// the old one is told to close it, without leave to its peer.
 func (r *Registry) Login(ctx context.Context, in LoginRequest) (LoginReply, error) {
 	tok := names.Token(in.Name)
-	val, err := json.Marshal(Entry{
-		Name:     in.Name,
-		Edge:     in.Edge,
-		Instance: in.Instance,
-		Session:  in.Session,
-		Since:    time.Now().UTC(),
-	})
+	entry := Entry{
+		Name:       in.Name,
+		Edge:       in.Edge,
+		Instance:   in.Instance,
+		Session:    in.Session,
+		Since:      time.Now().UTC(),
+		ResumeHash: in.ResumeHash,
+	}
+	val, err := json.Marshal(entry)
 	if err != nil {
 		return LoginReply{}, err
 	}
 	rev, err := r.users.Create(ctx, tok, val)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists):
-		return LoginReply{OK: false, Reason: ReasonTaken, Token: tok}, nil
+		if in.Resume == "" {
+			return LoginReply{OK: false, Reason: ReasonTaken, Token: tok}, nil
+		}
+		return r.resume(ctx, tok, in.Resume, val)
 	case err != nil:
 		return LoginReply{}, fmt.Errorf("create %s: %w", tok, err)
 	}
 	return LoginReply{OK: true, Token: tok, Revision: rev}, nil
+}
+
+// resume hands the entry of tok to a new session if token is the resume
+// token of the session holding it.
+func (r *Registry) resume(ctx context.Context, tok, token string, val []byte) (LoginReply, error) {
+	e, err := r.users.Get(ctx, tok)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		return LoginReply{OK: false, Reason: ReasonTaken, Token: tok}, nil // released meanwhile: the client retries
+	case err != nil:
+		return LoginReply{}, fmt.Errorf("get %s: %w", tok, err)
+	}
+	var cur Entry
+	if err := json.Unmarshal(e.Value(), &cur); err != nil {
+		return LoginReply{}, fmt.Errorf("entry %s: %w", tok, err)
+	}
+	if cur.ResumeHash == "" || !equalHash(cur.ResumeHash, HashToken(token)) {
+		return LoginReply{OK: false, Reason: ReasonBadToken, Token: tok}, nil
+	}
+	rev, err := r.users.Update(ctx, tok, val, e.Revision())
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return LoginReply{OK: false, Reason: ReasonTaken, Token: tok}, nil
+	}
+	if err != nil {
+		return LoginReply{}, fmt.Errorf("update %s: %w", tok, err)
+	}
+	r.announceOffline(tok, holder{name: cur.Name, edge: cur.Edge, instance: cur.Instance, session: cur.Session}, ReasonResumed)
+	return LoginReply{OK: true, Token: tok, Revision: rev, Resumed: true}, nil
+}
+
+// HashToken is how resume tokens are stored: hex SHA-256.
+func HashToken(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])
+}
+
+func equalHash(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }
 
 func (r *Registry) handleLogout(req micro.Request) {

@@ -37,6 +37,14 @@ const (
 	// by the edge, never taken from the client.
 	HeaderFrom = "Signal-From"
 	HeaderEdge = "Signal-Edge"
+
+	// HeaderControl marks a message on a user subject that is for the
+	// user's edge, not the user's socket; it is never written to a client.
+	// ControlPeer hands a resumed session the peer (HeaderPeer, a name
+	// token) that its previous connection had.
+	HeaderControl = "Signal-Control"
+	HeaderPeer    = "Signal-Peer"
+	ControlPeer   = "peer"
 )
 
 // User returns the subject of the user whose name token is token.
