@@ -41,6 +41,7 @@ type EdgeFlags struct {
 	Heartbeat       *time.Duration
 	PingAfter       *time.Duration
 	PongTimeout     *time.Duration
+	ResumeGrace     *time.Duration
 }
 
 // AddEdgeFlags defines the edge's flags on fs.
@@ -55,6 +56,7 @@ func AddEdgeFlags(fs *flag.FlagSet) *EdgeFlags {
 		Heartbeat:       cli.Duration(fs, "heartbeat", "SIGNAL_HEARTBEAT", edge.DefaultHeartbeat, "how often the edge refreshes its lease (keep well under the registry's -lease)"),
 		PingAfter:       cli.Duration(fs, "ping-after", "SIGNAL_PING_AFTER", edge.DefaultPingAfter, "ping a client after this long without a frame from it"),
 		PongTimeout:     cli.Duration(fs, "pong-timeout", "SIGNAL_PONG_TIMEOUT", edge.DefaultPongTimeout, "disconnect a pinged client still silent after this long"),
+		ResumeGrace:     cli.Duration(fs, "resume-grace", "SIGNAL_RESUME_GRACE", edge.DefaultResumeGrace, "how long a dropped connection's name stays held for a resume (negative: release at once)"),
 	}
 }
 
@@ -75,6 +77,7 @@ func (f *EdgeFlags) Config(nc *nats.Conn, log *slog.Logger) edge.Config {
 		Heartbeat:       *f.Heartbeat,
 		PingAfter:       *f.PingAfter,
 		PongTimeout:     *f.PongTimeout,
+		ResumeGrace:     *f.ResumeGrace,
 		Logger:          log,
 	}
 }
