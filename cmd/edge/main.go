@@ -31,6 +31,7 @@ func mainErr() error {
 		fs.PrintDefaults()
 	}
 	natsURL := cli.NATS(fs)
+	auth := cli.AddNATSAuth(fs)
 	shutdownTimeout := cli.Duration(fs, "shutdown-timeout", "SIGNAL_SHUTDOWN_TIMEOUT", run.DefaultShutdownTimeout, "bound on a graceful stop")
 	ef := run.AddEdgeFlags(fs)
 	logger := cli.LogLevel(fs)
@@ -45,7 +46,7 @@ func mainErr() error {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 
-	nc, err := run.Connect(ctx, *natsURL, "edge", log)
+	nc, err := run.Connect(ctx, *natsURL, "edge", auth, log)
 	if err != nil {
 		return err
 	}

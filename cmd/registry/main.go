@@ -33,6 +33,7 @@ func mainErr() error {
 		fs.PrintDefaults()
 	}
 	natsURL := cli.NATS(fs)
+	auth := cli.AddNATSAuth(fs)
 	shutdownTimeout := cli.Duration(fs, "shutdown-timeout", "SIGNAL_SHUTDOWN_TIMEOUT", run.DefaultShutdownTimeout, "bound on a graceful stop")
 	rf := run.AddRegistryFlags(fs, registry.DefaultReplicas)
 	logger := cli.LogLevel(fs)
@@ -42,7 +43,7 @@ func mainErr() error {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 
-	nc, err := run.Connect(ctx, *natsURL, "registry", log)
+	nc, err := run.Connect(ctx, *natsURL, "registry", auth, log)
 	if err != nil {
 		return err
 	}

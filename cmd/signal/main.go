@@ -68,7 +68,7 @@ func mainErr() error {
 	url := ns.ClientURL()
 	log.Info("nats server ready", "url", url, "store", ns.JetStreamConfig().StoreDir)
 
-	rnc, err := run.Connect(ctx, url, "registry", log)
+	rnc, err := run.Connect(ctx, url, "registry", nil, log)
 	if err != nil {
 		return err
 	}
@@ -81,7 +81,7 @@ func mainErr() error {
 		return errors.Join(reg.Stop(), natsconn.Drain(ctx, rnc))
 	}
 
-	enc, err := run.Connect(ctx, url, "edge", log)
+	enc, err := run.Connect(ctx, url, "edge", nil, log)
 	if err != nil {
 		return errors.Join(err, stopRegistry(context.Background()))
 	}

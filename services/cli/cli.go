@@ -88,3 +88,22 @@ func fatalf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, format+"\n", args...)
 	os.Exit(2)
 }
+
+// NATSAuth are the flags for NATS credentials and TLS that every service
+// binary takes.
+type NATSAuth struct {
+	User, Password, Creds, NKey, CA, Cert, Key *string
+}
+
+// AddNATSAuth defines the credential and TLS flags.
+func AddNATSAuth(fs *flag.FlagSet) *NATSAuth {
+	return &NATSAuth{
+		User:     String(fs, "nats-user", "NATS_USER", "", "NATS user name"),
+		Password: String(fs, "nats-password", "NATS_PASSWORD", "", "NATS password"),
+		Creds:    String(fs, "nats-creds", "NATS_CREDS", "", "NATS credentials file (JWT and seed)"),
+		NKey:     String(fs, "nats-nkey", "NATS_NKEY", "", "NATS nkey seed file"),
+		CA:       String(fs, "nats-ca", "NATS_CA", "", "CA certificate file to verify the NATS servers (turns TLS on)"),
+		Cert:     String(fs, "nats-cert", "NATS_CERT", "", "client certificate file for NATS TLS"),
+		Key:      String(fs, "nats-key", "NATS_KEY", "", "client key file for NATS TLS"),
+	}
+}

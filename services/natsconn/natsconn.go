@@ -28,8 +28,45 @@ type Config struct {
 	// disconnected; zero: nats.go's default (8 MiB); negative disables it so
 	// that publishes fail at once while NATS is away.
 	ReconnectBuffer int
-	// Options are added last, for credentials and TLS.
+	// User and Password authenticate with user and password.
+	User, Password string
+	// Creds is a credentials file (user JWT and nkey seed).
+	Creds string
+	// NKey is an nkey seed file.
+	NKey string
+	// CA turns TLS on and verifies the servers against this CA file; Cert
+	// and Key are a client certificate for mutual TLS.
+	CA, Cert, Key string
+	// Options are added last.
 	Options []nats.Option
+}
+
+// authOptions turns the credential and TLS fields into nats.go options.
+func (cfg Config) authOptions() ([]nats.Option, error) {
+	var opts []nats.Option
+	if cfg.User != "" || cfg.Password != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	if cfg.Creds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.Creds))
+	}
+	if cfg.NKey != "" {
+		o, err := nats.NkeyOptionFromSeed(cfg.NKey)
+		if err != nil {
+			return nil, fmt.Errorf("natsconn: nkey %s: %w", cfg.NKey, err)
+		}
+		opts = append(opts, o)
+	}
+	if cfg.CA != "" {
+		opts = append(opts, nats.RootCAs(cfg.CA))
+	}
+	if (cfg.Cert == "") != (cfg.Key == "") {
+		return nil, errors.New("natsconn: a client certificate needs both cert and key")
+	}
+	if cfg.Cert != "" {
+		opts = append(opts, nats.ClientCert(cfg.Cert, cfg.Key))
+	}
+	return opts, nil
 }
 
 // DefaultDrainTimeout bounds how long Drain waits for in-flight messages.
@@ -79,6 +116,11 @@ func Connect(cfg Config) (*nats.Conn, error) {
 	if cfg.ReconnectBuffer != 0 {
 		opts = append(opts, nats.ReconnectBufSize(cfg.ReconnectBuffer))
 	}
+	auth, err := cfg.authOptions()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, auth...)
 	opts = append(opts, cfg.Options...)
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {

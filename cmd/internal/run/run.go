@@ -134,9 +134,14 @@ func (f *RegistryFlags) Config(nc *nats.Conn, log *slog.Logger) registry.Config 
 }
 
 // Connect connects to NATS for one service and waits, within ctx, until the
-// connection is up.
-func Connect(ctx context.Context, url, name string, log *slog.Logger) (*nats.Conn, error) {
-	nc, err := natsconn.Connect(natsconn.Config{URL: url, Name: name, Logger: log})
+// connection is up. auth may be nil (the embedded server needs none).
+func Connect(ctx context.Context, url, name string, auth *cli.NATSAuth, log *slog.Logger) (*nats.Conn, error) {
+	cfg := natsconn.Config{URL: url, Name: name, Logger: log}
+	if auth != nil {
+		cfg.User, cfg.Password, cfg.Creds, cfg.NKey = *auth.User, *auth.Password, *auth.Creds, *auth.NKey
+		cfg.CA, cfg.Cert, cfg.Key = *auth.CA, *auth.Cert, *auth.Key
+	}
+	nc, err := natsconn.Connect(cfg)
 	if err != nil {
 		return nil, err
 	}
