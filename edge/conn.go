@@ -63,6 +63,8 @@ type conn struct {
 	session string
 	sub     *nats.Subscription
 	natsHdr nats.Header
+	sent    []string // the value slice of natsHdr's send time
+	sentBuf []byte
 
 	// Route cache: the last target's subjects, so that a call's stream of
 	// candidates costs no encoding and no allocation.
@@ -259,7 +261,7 @@ func (c *conn) control(op ws.OpCode, p []byte) bool {
 // message handles one complete client message; false ends the read loop.
 func (c *conn) message(op ws.OpCode, data []byte) bool {
 	if op == ws.OpBinary {
-		c.sendError("binary frames are not supported: send JSON text frames")
+		c.sendError(reasonBinary, "binary frames are not supported: send JSON text frames")
 		return true
 	}
 	if !utf8.Valid(data) {
@@ -270,13 +272,13 @@ func (c *conn) message(op ws.OpCode, data []byte) bool {
 	if err := protocol.Parse(data, f); err != nil {
 		switch {
 		case errors.Is(err, protocol.ErrInvalidJSON):
-			c.sendError("Invalid JSON")
+			c.sendError(reasonInvalidJSON, "Invalid JSON")
 		case errors.Is(err, protocol.ErrNotObject):
-			c.sendError("Invalid message: not a JSON object")
+			c.sendError(reasonBadFrame, "Invalid message: not a JSON object")
 		case errors.Is(err, protocol.ErrMissingType):
-			c.sendError("Command not found: missing type")
+			c.sendError(reasonBadFrame, "Command not found: missing type")
 		default:
-			c.sendError("Command not found: type is not a string")
+			c.sendError(reasonBadFrame, "Command not found: type is not a string")
 		}
 		return true
 	}
@@ -286,14 +288,14 @@ func (c *conn) message(op ws.OpCode, data []byte) bool {
 	case protocol.TypeOffer, protocol.TypeAnswer, protocol.TypeCandidate, protocol.TypeLeave:
 		c.relay()
 	default:
-		c.sendError("Command not found: " + string(f.RawType))
+		c.sendError(reasonBadFrame, "Command not found: "+string(f.RawType))
 	}
 	return true
 }
 
 // sendError queues an error frame for this client.
-func (c *conn) sendError(msg string) {
-	c.e.stats.errors.Add(1)
+func (c *conn) sendError(r reason, msg string) {
+	c.e.stats.errors[r].Add(1)
 	c.enqueue(ws.OpText, protocol.AppendError(nil, msg))
 }
 
@@ -308,7 +310,7 @@ func (c *conn) enqueue(op ws.OpCode, data []byte) bool {
 	}
 	if len(c.queue) >= c.e.cfg.WriteQueue && !op.IsControl() {
 		c.wmu.Unlock()
-		c.e.stats.slowClients.Add(1)
+		c.e.stats.errors[reasonSlowClient].Add(1)
 		c.e.log.Debug("write queue full; disconnecting client", "conn", c.id)
 		c.abort()
 		return false
@@ -409,7 +411,7 @@ func (c *conn) closeWith(cr closeReason) {
 // fail sends a close frame for a protocol violation; the read loop ends and
 // the socket closes once the frame is written.
 func (c *conn) fail(cr closeReason) {
-	c.e.stats.errors.Add(1)
+	c.e.stats.errors[closeReasonOf(cr)].Add(1)
 	c.closeWith(cr)
 }
 

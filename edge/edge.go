@@ -142,18 +142,7 @@ type Edge struct {
 	bgWG     sync.WaitGroup
 	stopBG   chan struct{}
 
-	stats stats
-}
-
-type stats struct {
-	connections  atomic.Int64 // open sockets
-	users        atomic.Int64 // logged-in sockets
-	relayed      atomic.Uint64
-	errors       atomic.Uint64
-	slowClients  atomic.Uint64
-	loginsOK     atomic.Uint64
-	loginsRefuse atomic.Uint64
-	deadSockets  atomic.Uint64
+	stats *stats
 }
 
 // New creates an Edge: it subscribes what every edge needs and announces
@@ -211,6 +200,7 @@ func New(cfg Config) (*Edge, error) {
 		dispDone: make(chan struct{}),
 		logouts:  make(chan logoutJob, 4096),
 		stopBG:   make(chan struct{}),
+		stats:    newStats(cfg.ID),
 	}
 	var err error
 	e.nrPrefix = e.nc.NewInbox() + "."
@@ -286,18 +276,24 @@ type Stats struct {
 
 // Stats returns a snapshot of the edge's counters.
 func (e *Edge) Stats() Stats {
-	return Stats{
+	s := e.stats
+	st := Stats{
 		ID:          e.cfg.ID,
 		Instance:    e.instance,
-		Connections: e.stats.connections.Load(),
-		Users:       e.stats.users.Load(),
-		Relayed:     e.stats.relayed.Load(),
-		Errors:      e.stats.errors.Load(),
-		SlowClients: e.stats.slowClients.Load(),
-		LoginsOK:    e.stats.loginsOK.Load(),
-		LoginsTaken: e.stats.loginsRefuse.Load(),
-		DeadSockets: e.stats.deadSockets.Load(),
+		Connections: s.connections.Load(),
+		Users:       s.users.Load(),
+		SlowClients: s.errors[reasonSlowClient].Load(),
+		DeadSockets: s.errors[reasonDeadSocket].Load(),
+		LoginsOK:    s.logins[loginOK].Load() + s.logins[loginResumed].Load(),
+		LoginsTaken: s.logins[loginTaken].Load() + s.logins[loginInvalid].Load(),
 	}
+	for _, t := range relayTypes {
+		st.Relayed += s.relayed[t].Load()
+	}
+	for r := range numReasons {
+		st.Errors += s.errors[r].Load()
+	}
+	return st
 }
 
 // Serve accepts clients on ln until Shutdown. It returns nil after Shutdown.

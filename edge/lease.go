@@ -76,7 +76,7 @@ func (e *Edge) pinger() {
 			idle := time.Duration(now - c.lastRead.Load())
 			switch {
 			case idle > e.cfg.PingAfter+e.cfg.PongTimeout:
-				e.stats.deadSockets.Add(1)
+				e.stats.errors[reasonDeadSocket].Add(1)
 				c.abort()
 			case idle > e.cfg.PingAfter && !c.pinged.Load():
 				c.pinged.Store(true)

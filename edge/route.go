@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/gobwas/ws"
 	"github.com/nats-io/nats.go"
@@ -41,7 +42,7 @@ type loginExtras struct {
 func (c *conn) login(data []byte) {
 	f := &c.frame
 	if c.sub != nil {
-		c.sendError(`already logged in as "` + c.name + `"`)
+		c.sendError(reasonAlreadyLoggedIn, `already logged in as "`+c.name+`"`)
 		return
 	}
 	if !f.NameIsString {
@@ -54,7 +55,7 @@ func (c *conn) login(data []byte) {
 	}
 	e := c.e
 	if !e.nc.IsConnected() {
-		c.sendError(errBusDown)
+		c.sendError(reasonBusDown, errBusDown)
 		return
 	}
 	name := string(f.Name)
@@ -70,7 +71,7 @@ func (c *conn) login(data []byte) {
 	// the name is ours, bySub has no entry and deliveries are dropped.
 	sub, err := e.nc.ChanSubscribe(subject.User(token), e.msgs)
 	if err != nil {
-		c.sendError(errBusDown)
+		c.sendError(reasonBusDown, errBusDown)
 		return
 	}
 	e.mu.Lock()
@@ -100,27 +101,34 @@ func (c *conn) login(data []byte) {
 		case err == nil && rep.Reason == registry.ReasonBadToken:
 			c.loginRefused(rep.Reason)
 		case err == nil:
-			e.stats.loginsRefuse.Add(1)
+			e.stats.logins[loginTaken].Add(1)
 			c.enqueue(ws.OpText, protocol.AppendLogin(nil, false))
 		case errors.Is(err, nats.ErrTimeout):
+			e.stats.logins[loginError].Add(1)
 			// The registry may have created the entry and its answer got
 			// lost: release it, or the name would stay taken.
 			e.queueLogout(name, session)
-			c.sendError(errLoginFailed)
+			c.sendError(reasonLoginFailed, errLoginFailed)
 		default:
+			e.stats.logins[loginError].Add(1)
 			e.log.Warn("login failed", "err", err)
-			c.sendError(errLoginFailed)
+			c.sendError(reasonLoginFailed, errLoginFailed)
 		}
 		return
 	}
 	c.name, c.nameB, c.token, c.session, c.sub = name, []byte(name), token, session, sub
-	c.natsHdr = nats.Header{subject.HeaderFrom: {token}, subject.HeaderEdge: {e.cfg.ID}}
+	c.sent = []string{""}
+	c.natsHdr = nats.Header{subject.HeaderFrom: {token}, subject.HeaderEdge: {e.cfg.ID}, subject.HeaderSent: c.sent}
 	e.mu.Lock()
 	e.bySub[sub] = c
 	e.byTok[token] = c
 	e.mu.Unlock()
 	e.stats.users.Add(1)
-	e.stats.loginsOK.Add(1)
+	if rep.Resumed {
+		e.stats.logins[loginResumed].Add(1)
+	} else {
+		e.stats.logins[loginOK].Add(1)
+	}
 	// {"type":"login","success":true,"resume":"<token>"[,"resumed":true]}:
 	// extra fields, which tutorial clients ignore.
 	b := protocol.AppendLoginExtra(nil, true, "resume", protocol.AppendString(nil, []byte(resume)))
@@ -139,7 +147,7 @@ const (
 // loginRefused answers a login that cannot succeed with success false and a
 // message that says why (an extra field tutorial clients ignore).
 func (c *conn) loginRefused(why string) {
-	c.e.stats.loginsRefuse.Add(1)
+	c.e.stats.logins[loginInvalid].Add(1)
 	b := protocol.AppendLogin(nil, false)
 	b = b[:len(b)-1]
 	b = append(b, `,"message":`...)
@@ -153,34 +161,34 @@ func (c *conn) loginRefused(why string) {
 func (c *conn) relay() {
 	f := &c.frame
 	if c.sub == nil {
-		c.sendError(errNotLoggedIn)
+		c.sendError(reasonNotLoggedIn, errNotLoggedIn)
 		return
 	}
 	if !f.NameIsString {
-		c.sendError(errNoTarget)
+		c.sendError(reasonBadTarget, errNoTarget)
 		return
 	}
 	if err := names.CheckBytes(f.Name); err != nil {
-		c.sendError(errInvalidTarget + err.Error())
+		c.sendError(reasonBadTarget, errInvalidTarget+err.Error())
 		return
 	}
 	out := c.out[:0]
 	switch f.Type {
 	case protocol.TypeOffer:
 		if f.Payload == nil {
-			c.sendError(`missing "offer"`)
+			c.sendError(reasonMissingPayload, `missing "offer"`)
 			return
 		}
 		out = protocol.AppendOffer(out, f.Payload, c.nameB)
 	case protocol.TypeAnswer:
 		if f.Payload == nil {
-			c.sendError(`missing "answer"`)
+			c.sendError(reasonMissingPayload, `missing "answer"`)
 			return
 		}
 		out = protocol.AppendAnswer(out, f.Payload)
 	case protocol.TypeCandidate:
 		if f.Payload == nil {
-			c.sendError(`missing "candidate"`)
+			c.sendError(reasonMissingPayload, `missing "candidate"`)
 			return
 		}
 		out = protocol.AppendCandidate(out, f.Payload)
@@ -190,11 +198,11 @@ func (c *conn) relay() {
 	c.out = out
 	e := c.e
 	if !e.nc.IsConnected() {
-		c.sendError(errBusDown)
+		c.sendError(reasonBusDown, errBusDown)
 		return
 	}
 	if !c.route(f.Name) {
-		c.sendError(`user "` + string(f.Name) + `" is not online`)
+		c.sendError(reasonNotOnline, `user "`+string(f.Name)+`" is not online`)
 		return
 	}
 	switch f.Type {
@@ -203,12 +211,18 @@ func (c *conn) relay() {
 	case protocol.TypeLeave:
 		e.clearPeer(c, c.lastToken)
 	}
+	// The send time, for the receiving edge's latency histogram. The
+	// header value aliases c.sentBuf: nats.go encodes the header inside
+	// PublishMsg, before the buffer is written again, so no string is
+	// allocated per message.
+	c.sentBuf = strconv.AppendInt(c.sentBuf[:0], time.Now().UnixNano(), 10)
+	c.sent[0] = unsafe.String(unsafe.SliceData(c.sentBuf), len(c.sentBuf))
 	c.pub = nats.Msg{Subject: c.lastSubj, Reply: c.lastReply, Header: c.natsHdr, Data: out}
 	if err := e.nc.PublishMsg(&c.pub); err != nil {
-		c.sendError(errBusDown)
+		c.sendError(reasonBusDown, errBusDown)
 		return
 	}
-	e.stats.relayed.Add(1)
+	e.stats.relayed[f.Type].Add(1)
 }
 
 // route points the route cache at target; false means the target is not
@@ -293,7 +307,7 @@ func (e *Edge) onNoResponders(m *nats.Msg) {
 		e.unlinkPeer(c)
 	}
 	e.mu.Unlock()
-	c.sendError(`user "` + name + `" is not online`)
+	c.sendError(reasonNotOnline, `user "`+name+`" is not online`)
 }
 
 // dispatch delivers every message of every user subscription to its socket.
@@ -317,6 +331,11 @@ func (e *Edge) dispatch() {
 				}
 			}
 			continue
+		}
+		if sent := m.Header[subject.HeaderSent]; len(sent) == 1 {
+			if ns, err := strconv.ParseInt(sent[0], 10, 64); err == nil {
+				e.stats.latency.Observe(time.Duration(time.Now().UnixNano() - ns).Seconds())
+			}
 		}
 		if from := m.Header[subject.HeaderFrom]; len(from) == 1 {
 			switch protocol.FrameType(m.Data) {

@@ -142,6 +142,7 @@ func (l *leases) run(ctx context.Context, users, edges <-chan jetstream.KeyValue
 }
 
 func (l *leases) user(e jetstream.KeyValueEntry) {
+	defer func() { l.r.metrics.users.Store(int64(len(l.users))) }()
 	if e.Operation() != jetstream.KeyValuePut {
 		delete(l.users, e.Key())
 		return
@@ -236,6 +237,7 @@ func (l *leases) release(tok string, h holder) {
 		l.r.log.Warn("lease release failed; will retry", "err", err)
 		return
 	}
+	l.r.metrics.releases.Inc()
 	l.r.announceOffline(tok, h, ReasonLease)
 }
 

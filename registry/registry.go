@@ -73,6 +73,7 @@ type Registry struct {
 	wg    sync.WaitGroup
 
 	stopLeases context.CancelFunc
+	metrics    *registryMetrics
 }
 
 type job struct {
@@ -108,7 +109,7 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	r := &Registry{cfg: cfg, log: log.With("svc", "registry"), work: make(chan job, 4*cfg.Workers)}
+	r := &Registry{cfg: cfg, log: log.With("svc", "registry"), work: make(chan job, 4*cfg.Workers), metrics: newMetrics()}
 
 	js, err := jetstream.New(cfg.NC)
 	if err != nil {
@@ -212,6 +213,18 @@ func (r *Registry) handleLogin(req micro.Request) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
 	defer cancel()
 	out, err := r.Login(ctx, in)
+	switch {
+	case err != nil:
+		r.metrics.logins.WithLabelValues("error").Inc()
+	case out.Resumed:
+		r.metrics.logins.WithLabelValues("resumed").Inc()
+	case out.OK:
+		r.metrics.logins.WithLabelValues("accepted").Inc()
+	case out.Reason == ReasonBadToken:
+		r.metrics.logins.WithLabelValues("bad_token").Inc()
+	default:
+		r.metrics.logins.WithLabelValues("taken").Inc()
+	}
 	if err != nil {
 		r.log.Error("login failed", "err", err)
 		_ = req.Error("500", err.Error(), nil)
@@ -303,6 +316,16 @@ func (r *Registry) handleLogout(req micro.Request) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
 	defer cancel()
 	out, err := r.Logout(ctx, in)
+	switch {
+	case err != nil:
+		r.metrics.logouts.WithLabelValues("error").Inc()
+	case out.OK:
+		r.metrics.logouts.WithLabelValues("released").Inc()
+	case out.Reason == ReasonNotOwner:
+		r.metrics.logouts.WithLabelValues("not_owner").Inc()
+	default:
+		r.metrics.logouts.WithLabelValues("not_found").Inc()
+	}
 	if err != nil {
 		r.log.Error("logout failed", "err", err)
 		_ = req.Error("500", err.Error(), nil)

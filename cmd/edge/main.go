@@ -15,6 +15,7 @@ import (
 
 	"github.com/natsrtc/signal/cmd/internal/run"
 	"github.com/natsrtc/signal/services/cli"
+	"github.com/natsrtc/signal/services/metrics"
 )
 
 func main() {
@@ -34,6 +35,7 @@ func mainErr() error {
 	auth := cli.AddNATSAuth(fs)
 	shutdownTimeout := cli.Duration(fs, "shutdown-timeout", "SIGNAL_SHUTDOWN_TIMEOUT", run.DefaultShutdownTimeout, "bound on a graceful stop")
 	ef := run.AddEdgeFlags(fs)
+	admin := run.Admin(fs)
 	logger := cli.LogLevel(fs)
 	_ = fs.Parse(os.Args[1:])
 	log := logger()
@@ -57,10 +59,16 @@ func mainErr() error {
 	}
 	cfg := ef.Config(nc, log)
 	cfg.Listen = ln.Addr().String()
-	stop, serveErr, err := run.StartEdge(ctx, cfg, ln, log)
+	mr := metrics.NewRegistry()
+	stop, serveErr, err := run.StartEdge(ctx, cfg, ln, mr, log)
 	if err != nil {
 		nc.Close()
 		return err
+	}
+	actx, acancel := context.WithCancel(context.Background())
+	defer acancel()
+	if err := metrics.Serve(actx, *admin, metrics.Handler(mr, metrics.NATSReady(nc)), log); err != nil {
+		return errors.Join(err, stop(context.Background()))
 	}
 	select {
 	case <-ctx.Done():

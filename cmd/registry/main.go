@@ -16,6 +16,7 @@ import (
 	"github.com/natsrtc/signal/cmd/internal/run"
 	"github.com/natsrtc/signal/registry"
 	"github.com/natsrtc/signal/services/cli"
+	"github.com/natsrtc/signal/services/metrics"
 	"github.com/natsrtc/signal/services/natsconn"
 )
 
@@ -36,6 +37,7 @@ func mainErr() error {
 	auth := cli.AddNATSAuth(fs)
 	shutdownTimeout := cli.Duration(fs, "shutdown-timeout", "SIGNAL_SHUTDOWN_TIMEOUT", run.DefaultShutdownTimeout, "bound on a graceful stop")
 	rf := run.AddRegistryFlags(fs, registry.DefaultReplicas)
+	admin := run.Admin(fs)
 	logger := cli.LogLevel(fs)
 	_ = fs.Parse(os.Args[1:])
 	log := logger()
@@ -51,6 +53,14 @@ func mainErr() error {
 	if err != nil {
 		nc.Close()
 		return err
+	}
+	mr := metrics.NewRegistry()
+	mr.MustRegister(reg.Collectors()...)
+	metrics.NATSConnected(mr, "registry", nc)
+	actx, acancel := context.WithCancel(context.Background())
+	defer acancel()
+	if err := metrics.Serve(actx, *admin, metrics.Handler(mr, metrics.NATSReady(nc)), log); err != nil {
+		return errors.Join(err, reg.Stop())
 	}
 	<-ctx.Done()
 	log.Info("signal received; shutting down", "timeout", shutdownTimeout.String())

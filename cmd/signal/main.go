@@ -22,6 +22,7 @@ import (
 	"github.com/natsrtc/signal/registry"
 	"github.com/natsrtc/signal/services/cli"
 	"github.com/natsrtc/signal/services/embed"
+	"github.com/natsrtc/signal/services/metrics"
 	"github.com/natsrtc/signal/services/natsconn"
 )
 
@@ -44,6 +45,7 @@ func mainErr() error {
 	shutdownTimeout := cli.Duration(fs, "shutdown-timeout", "SIGNAL_SHUTDOWN_TIMEOUT", run.DefaultShutdownTimeout, "bound on a graceful stop")
 	ef := run.AddEdgeFlags(fs)
 	rf := run.AddRegistryFlags(fs, registry.DefaultReplicas)
+	admin := run.Admin(fs)
 	logger := cli.LogLevel(fs)
 	_ = fs.Parse(os.Args[1:])
 	log := logger()
@@ -92,10 +94,18 @@ func mainErr() error {
 	}
 	cfg := ef.Config(enc, log)
 	cfg.Listen = ln.Addr().String()
-	stopEdge, serveErr, err := run.StartEdge(ctx, cfg, ln, log)
+	mr := metrics.NewRegistry()
+	mr.MustRegister(reg.Collectors()...)
+	metrics.NATSConnected(mr, "registry", rnc)
+	stopEdge, serveErr, err := run.StartEdge(ctx, cfg, ln, mr, log)
 	if err != nil {
 		enc.Close()
 		return errors.Join(err, stopRegistry(context.Background()))
+	}
+	actx, acancel := context.WithCancel(context.Background())
+	defer acancel()
+	if err := metrics.Serve(actx, *admin, metrics.Handler(mr, metrics.NATSReady(rnc), metrics.NATSReady(enc)), log); err != nil {
+		return errors.Join(err, stopEdge(context.Background()), stopRegistry(context.Background()))
 	}
 	fmt.Fprintf(os.Stderr, "signal: WebSocket clients: ws://%s   NATS: %s\n", displayAddr(ln.Addr()), url)
 

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net"
 	"os"
 	"os/exec"
@@ -48,6 +50,17 @@ func binaries(t *testing.T) string {
 		t.Fatal(buildErr)
 	}
 	return binDir
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 func freePort(t *testing.T) int {
@@ -157,11 +170,12 @@ func TestBinaries(t *testing.T) {
 		t.Skip("builds and runs the binaries")
 	}
 	bin := binaries(t)
-	wsPort, natsPort, edgePort := freePort(t), freePort(t), freePort(t)
+	wsPort, natsPort, edgePort, adminPort := freePort(t), freePort(t), freePort(t), freePort(t)
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 	sig := startProc(t, filepath.Join(bin, "signal"),
 		"-listen", fmt.Sprintf("127.0.0.1:%d", wsPort),
 		"-nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
+		"-admin", fmt.Sprintf("127.0.0.1:%d", adminPort),
 		"-data", t.TempDir(), "-id", "signal-edge")
 	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", wsPort))
 	ed := startProc(t, filepath.Join(bin, "edge"),
@@ -187,6 +201,26 @@ func TestBinaries(t *testing.T) {
 	expect(t, a, `{"type":"candidate","candidate":{"candidate":"c2"}}`)
 	_ = a.SendRaw([]byte(`{"type":"leave","name":"bob"}`))
 	expect(t, b, `{"type":"leave"}`)
+
+	// The admin endpoints: ready, and the counters moved.
+	admin := fmt.Sprintf("http://127.0.0.1:%d", adminPort)
+	if body := httpGet(t, admin+"/readyz"); !strings.HasPrefix(body, "ready") {
+		t.Fatalf("/readyz: %q", body)
+	}
+	metrics := httpGet(t, admin+"/metrics")
+	for _, want := range []string{
+		`signal_edge_messages_relayed_total{edge="signal-edge",type="offer"} 1`,
+		`signal_edge_messages_relayed_total{edge="signal-edge",type="candidate"} 1`,
+		`signal_edge_logins_total{edge="signal-edge",result="accepted"} 1`,
+		`signal_registry_logins_total{result="taken"} 1`,
+		`signal_registry_logins_total{result="accepted"} 2`,
+		`signal_nats_connected{service="edge"} 1`,
+		`signal_edge_relay_latency_seconds_count{edge="signal-edge"} 2`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 
 	// The services announce themselves: what "nats micro ls" shows.
 	nc, err := nats.Connect(natsURL)

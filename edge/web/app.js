@@ -28,6 +28,7 @@
     peer: $('peer'),
     callBtn: $('call'),
     hangupBtn: $('hangup'),
+    callInfo: $('call-info'),
     notice: $('notice'),
     error: $('error'),
     errorText: $('error-text'),
@@ -162,6 +163,14 @@
     ui.remotePlaceholder.hidden = inCall && hasVideo(demo.remoteStream);
     ui.localPlaceholder.hidden = hasVideo(demo.localStream);
     ui.localPlaceholder.textContent = demo.media === 'pending' ? 'camera off' : 'no camera (receive-only)';
+  }
+
+  // The call-info line says who called whom for as long as the call lasts,
+  // and how it ended afterwards.
+  function setCallInfo(text, kind) {
+    ui.callInfo.textContent = text;
+    ui.callInfo.dataset.kind = kind;
+    ui.callInfo.hidden = !text;
   }
 
   function hasVideo(stream) {
@@ -363,6 +372,7 @@
     const pc = new RTCPeerConnection({ iceServers });
     const c = { peer, pc, role, descSent: false, outCands: [], inCands: [] };
     active = c;
+    ui.error.hidden = true; // errors of an earlier call are old news
     demo.pc = pc;
     demo.peer = peer;
     demo.role = role;
@@ -371,6 +381,7 @@
     demo.remoteStream = new MediaStream();
     ui.remoteVideo.srcObject = demo.remoteStream;
     ui.unmute.hidden = true;
+    setCallInfo(role === 'caller' ? `→ You called ${peer}` : `☎ Incoming call from ${peer}: accepted automatically`, role);
 
     pc.onicecandidate = (ev) => {
       // A null candidate (end of candidates) is not sent: the tutorial
@@ -397,7 +408,7 @@
           demo.callToConnectedMs = Math.round(performance.now() - demo.callStartedAt);
           log(`connected ${demo.callToConnectedMs} ms after the offer`);
         }
-        notice(`in call with ${c.peer}`);
+        notice(demo.callToConnectedMs === null ? `in call with ${c.peer}` : `in call with ${c.peer}: connected ${demo.callToConnectedMs} ms after the offer`);
         setState('in-call');
       } else if (st === 'failed') {
         endCall('the connection failed (no route between the peers?)', true);
@@ -446,6 +457,7 @@
     if (!peer) return showError('enter the name of the user to call');
     if (peer === demo.name) return showError('you cannot call yourself');
     if (active) return showError(`already in a call with ${active.peer}`);
+    ui.peer.value = peer;
     const c = newCall(peer, 'caller');
     notice(`calling ${peer}…`);
     setState('calling');
@@ -481,6 +493,7 @@
     ui.remoteVideo.srcObject = null;
     ui.unmute.hidden = true;
     demo.reason = reason;
+    setCallInfo(`${c.role === 'caller' ? '→ You called' : '☎ Call from'} ${c.peer} · ended: ${reason}`, 'ended');
     notice(`call with ${c.peer} ended: ${reason}`, 'warn');
     setState(demo.loggedIn ? 'ended' : 'offline');
   }
@@ -551,7 +564,7 @@
       c = newCall(from, 'callee');
       demo.incoming = { from, at: Date.now() };
       demo.callStartedAt = performance.now();
-      notice(`📞 incoming call from ${from}: answering automatically`, 'call');
+      notice(`☎ incoming call from ${from}: answering automatically`, 'call');
       setState('answering');
     }
     try {

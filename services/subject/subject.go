@@ -37,6 +37,9 @@ const (
 	// by the edge, never taken from the client.
 	HeaderFrom = "Signal-From"
 	HeaderEdge = "Signal-Edge"
+	// HeaderSent is when the sender's edge published the frame (Unix
+	// nanoseconds), for the relay latency metric.
+	HeaderSent = "Signal-Sent"
 
 	// HeaderControl marks a message on a user subject that is for the
 	// user's edge, not the user's socket; it is never written to a client.

@@ -17,15 +17,23 @@ import (
 	"encoding/hex"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/natsrtc/signal/edge"
 	"github.com/natsrtc/signal/registry"
 	"github.com/natsrtc/signal/services/cli"
+	"github.com/natsrtc/signal/services/metrics"
 	"github.com/natsrtc/signal/services/natsconn"
 )
 
 // DefaultListen is where edges accept WebSocket clients.
 const DefaultListen = ":9090"
+
+// Admin defines the -admin flag: where /metrics, /healthz and /readyz are
+// served.
+func Admin(fs *flag.FlagSet) *string {
+	return cli.String(fs, "admin", "SIGNAL_ADMIN", "", "address for /metrics, /healthz and /readyz, e.g. 127.0.0.1:9190 (default: not served)")
+}
 
 // DefaultShutdownTimeout bounds a graceful stop.
 const DefaultShutdownTimeout = 15 * time.Second
@@ -154,10 +162,14 @@ func Connect(ctx context.Context, url, name string, auth *cli.NATSAuth, log *slo
 
 // StartEdge starts an edge on its listener. The returned stop function
 // shuts it down and drains its NATS connection within ctx.
-func StartEdge(ctx context.Context, cfg edge.Config, ln net.Listener, log *slog.Logger) (stop func(context.Context) error, serveErr <-chan error, err error) {
+func StartEdge(ctx context.Context, cfg edge.Config, ln net.Listener, mr *prometheus.Registry, log *slog.Logger) (stop func(context.Context) error, serveErr <-chan error, err error) {
 	e, err := edge.New(cfg)
 	if err != nil {
 		return nil, nil, err
+	}
+	if mr != nil {
+		mr.MustRegister(e.Collector())
+		metrics.NATSConnected(mr, "edge", cfg.NC)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- e.Serve(ln) }()
