@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,13 +26,13 @@ type closeReason struct {
 }
 
 var (
-	closeNormal       = closeReason{ws.StatusNormalClosure, ""}
-	closeGoingAway    = closeReason{ws.StatusGoingAway, "edge shutting down"}
-	closeProtocol     = closeReason{ws.StatusProtocolError, "protocol error"}
-	closeInvalidUTF8  = closeReason{ws.StatusInvalidFramePayloadData, "invalid UTF-8"}
-	closeTooBig       = closeReason{ws.StatusMessageTooBig, "frame too big"}
-	closeInternal     = closeReason{ws.StatusInternalServerError, "internal error"}
-	closeSlowConsumer = closeReason{ws.StatusPolicyViolation, "not reading"}
+	closeNormal      = closeReason{ws.StatusNormalClosure, ""}
+	closeGoingAway   = closeReason{ws.StatusGoingAway, "edge shutting down"}
+	closeProtocol    = closeReason{ws.StatusProtocolError, "protocol error"}
+	closeInvalidUTF8 = closeReason{ws.StatusInvalidFramePayloadData, "invalid UTF-8"}
+	closeTooBig      = closeReason{ws.StatusMessageTooBig, "frame too big"}
+	closeInternal    = closeReason{ws.StatusInternalServerError, "internal error"}
+	closeAbuse       = closeReason{ws.StatusPolicyViolation, "too many messages"}
 	// closeNameLost: the registry released the name (the edge was cut off
 	// longer than its lease); log in again.
 	closeNameLost = closeReason{ws.StatusCode(4001), "name released; log in again"}
@@ -44,10 +45,17 @@ var (
 // drained by a writer goroutine that exists only while there is something to
 // write, so an idle connection costs one parked goroutine.
 type conn struct {
-	e  *Edge
-	id uint64
-	nc net.Conn
-	r  io.Reader
+	e        *Edge
+	id       uint64
+	nc       net.Conn
+	r        io.Reader
+	ip       netip.Addr // the client's address, for the per-address limit
+	authName string     // the name its token grants, when auth is on
+
+	bucket    bucket // rate limit
+	limitedAt int64  // when the client was last told it is limited
+	logins    int    // login attempts
+	cands     int    // candidates sent since the last offer or answer
 
 	hdr   [ws.MaxHeaderSize]byte
 	ctl   [125]byte
@@ -101,16 +109,21 @@ type outFrame struct {
 var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 func (e *Edge) upgrade(w http.ResponseWriter, r *http.Request) {
+	ip, authName, ok := e.admit(w, r)
+	if !ok {
+		return
+	}
 	u := ws.HTTPUpgrader{Timeout: DefaultHandshakeTimeout}
 	nc, rw, _, err := u.Upgrade(r, w)
 	if err != nil {
 		if nc != nil {
 			_ = nc.Close()
 		}
+		e.releaseIP(ip)
 		e.log.Debug("upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	c := &conn{e: e, id: e.nextID.Add(1), nc: nc, r: nc}
+	c := &conn{e: e, id: e.nextID.Add(1), nc: nc, r: nc, ip: ip, authName: authName}
 	c.lastRead.Store(time.Now().UnixNano())
 	if n := rw.Reader.Buffered(); n > 0 {
 		// The client sent frames right behind its request.
@@ -120,6 +133,7 @@ func (e *Edge) upgrade(w http.ResponseWriter, r *http.Request) {
 	e.mu.Lock()
 	if e.closing.Load() {
 		e.mu.Unlock()
+		e.releaseIP(ip)
 		_ = nc.Close()
 		return
 	}
@@ -260,6 +274,9 @@ func (c *conn) control(op ws.OpCode, p []byte) bool {
 
 // message handles one complete client message; false ends the read loop.
 func (c *conn) message(op ws.OpCode, data []byte) bool {
+	if drop, ok := c.limited(); drop {
+		return ok
+	}
 	if op == ws.OpBinary {
 		c.sendError(reasonBinary, "binary frames are not supported: send JSON text frames")
 		return true
@@ -443,6 +460,7 @@ func (c *conn) teardown() {
 	delete(e.conns, c)
 	delete(e.byID, c.id)
 	e.mu.Unlock()
+	e.releaseIP(c.ip)
 	e.stats.connections.Add(-1)
 	e.connWG.Done()
 }

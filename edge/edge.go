@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -104,6 +105,40 @@ type Config struct {
 	// frame from either side releases the name at once. Zero:
 	// DefaultResumeGrace; negative: release at once, always.
 	ResumeGrace time.Duration
+	// AllowedOrigins lists the browser origins (scheme://host[:port]) that
+	// may connect; "*" allows all. Zero: pages on localhost and pages served
+	// by this same host, plus every client that sends no Origin (not a
+	// browser). A refused origin gets 403 at the upgrade.
+	AllowedOrigins []string
+	// Auth, when set, must accept every upgrade request (401 otherwise), and
+	// the client may log in only with the name it grants. Zero: no
+	// authentication, anyone may take any free name (the tutorial's way).
+	Auth Authenticator
+	// ICEServers, when set, appends the JSON array of ICE servers (TURN
+	// credentials) for a user to dst; the login reply carries it as
+	// "iceServers". Zero: no iceServers in the reply.
+	ICEServers func(dst []byte, name string) []byte
+	// TrustedProxies are the addresses whose X-Forwarded-For is believed.
+	// Zero: none; the peer address is the client's.
+	TrustedProxies []netip.Prefix
+	// MaxConns bounds the edge's sockets (503 beyond). Zero:
+	// DefaultMaxConns; negative: no bound.
+	MaxConns int
+	// MaxConnsPerIP bounds the sockets of one client address (429 beyond).
+	// Zero: DefaultMaxConnsPerIP; negative: no bound.
+	MaxConnsPerIP int
+	// Rate is how many messages per second one connection may send (a
+	// token bucket of Burst); over it, messages are dropped with an error
+	// frame, and a connection that keeps flooding is closed with 1008.
+	// Zero: DefaultRate and DefaultBurst; negative: no limit.
+	Rate  float64
+	Burst int
+	// MaxLogins bounds login attempts per connection (then 1008). Zero:
+	// DefaultMaxLogins.
+	MaxLogins int
+	// MaxCandidates bounds the candidates a connection sends between two
+	// offers or answers. Zero: DefaultMaxCandidates.
+	MaxCandidates int
 	// Logger; zero: slog.Default().
 	Logger *slog.Logger
 }
@@ -131,6 +166,7 @@ type Edge struct {
 	pending map[*nats.Subscription]*conn // subscriptions of logins in flight
 	byID    map[uint64]*conn
 	conns   map[*conn]struct{}
+	perIP   map[netip.Addr]int
 	peers   map[string]map[*conn]struct{} // peer token -> conns whose peer it is
 	held    map[string]*heldSession       // dropped sessions by session id, kept for resume
 	nextID  atomic.Uint64
@@ -169,6 +205,24 @@ func New(cfg Config) (*Edge, error) {
 	if cfg.CloseTimeout == 0 {
 		cfg.CloseTimeout = DefaultCloseTimeout
 	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxConnsPerIP == 0 {
+		cfg.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if cfg.Rate == 0 {
+		cfg.Rate = DefaultRate
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = DefaultBurst
+	}
+	if cfg.MaxLogins == 0 {
+		cfg.MaxLogins = DefaultMaxLogins
+	}
+	if cfg.MaxCandidates == 0 {
+		cfg.MaxCandidates = DefaultMaxCandidates
+	}
 	if cfg.ResumeGrace == 0 {
 		cfg.ResumeGrace = DefaultResumeGrace
 	}
@@ -196,6 +250,7 @@ func New(cfg Config) (*Edge, error) {
 		pending:  make(map[*nats.Subscription]*conn),
 		byID:     make(map[uint64]*conn),
 		conns:    make(map[*conn]struct{}),
+		perIP:    make(map[netip.Addr]int),
 		peers:    make(map[string]map[*conn]struct{}),
 		dispDone: make(chan struct{}),
 		logouts:  make(chan logoutJob, 4096),

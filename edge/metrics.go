@@ -29,6 +29,15 @@ const (
 	reasonTooBig
 	reasonSlowClient
 	reasonDeadSocket
+	reasonOrigin
+	reasonAuth
+	reasonConnLimit
+	reasonIPLimit
+	reasonRateLimited
+	reasonAbuse
+	reasonLoginAttempts
+	reasonCandidateLimit
+	reasonNameMismatch
 	numReasons
 )
 
@@ -48,6 +57,15 @@ var reasonNames = [numReasons]string{
 	reasonTooBig:          "ws_too_big",
 	reasonSlowClient:      "slow_client",
 	reasonDeadSocket:      "dead_socket",
+	reasonOrigin:          "origin_refused",
+	reasonAuth:            "auth_failed",
+	reasonConnLimit:       "edge_full",
+	reasonIPLimit:         "ip_limit",
+	reasonRateLimited:     "rate_limited",
+	reasonAbuse:           "abuse_closed",
+	reasonLoginAttempts:   "login_attempts",
+	reasonCandidateLimit:  "candidate_limit",
+	reasonNameMismatch:    "name_not_in_token",
 }
 
 // closeReasonOf maps the close frames of fail to a reason.
@@ -57,6 +75,8 @@ func closeReasonOf(cr closeReason) reason {
 		return reasonTooBig
 	case ws.StatusInvalidFramePayloadData:
 		return reasonInvalidUTF8
+	case ws.StatusPolicyViolation:
+		return reasonAbuse
 	default:
 		return reasonProtocol
 	}

@@ -45,6 +45,12 @@ func (c *conn) login(data []byte) {
 		c.sendError(reasonAlreadyLoggedIn, `already logged in as "`+c.name+`"`)
 		return
 	}
+	c.logins++
+	if c.logins > c.e.cfg.MaxLogins {
+		c.sendError(reasonLoginAttempts, "too many login attempts")
+		c.fail(closeAbuse)
+		return
+	}
 	if !f.NameIsString {
 		c.loginRefused("missing name")
 		return
@@ -54,6 +60,11 @@ func (c *conn) login(data []byte) {
 		return
 	}
 	e := c.e
+	if c.authName != "" && string(f.Name) != c.authName {
+		e.stats.errors[reasonNameMismatch].Add(1)
+		c.loginRefused("name does not match your token")
+		return
+	}
 	if !e.nc.IsConnected() {
 		c.sendError(reasonBusDown, errBusDown)
 		return
@@ -135,6 +146,10 @@ func (c *conn) login(data []byte) {
 	if rep.Resumed {
 		b = append(b[:len(b)-1], `,"resumed":true}`...)
 	}
+	if e.cfg.ICEServers != nil {
+		b = append(b[:len(b)-1], `,"iceServers":`...)
+		b = append(e.cfg.ICEServers(b, name), '}')
+	}
 	c.enqueue(ws.OpText, b)
 }
 
@@ -191,6 +206,10 @@ func (c *conn) relay() {
 			c.sendError(reasonMissingPayload, `missing "candidate"`)
 			return
 		}
+		if c.cands++; c.cands > c.e.cfg.MaxCandidates {
+			c.sendError(reasonCandidateLimit, "too many candidates for this call: dropped")
+			return
+		}
 		out = protocol.AppendCandidate(out, f.Payload)
 	case protocol.TypeLeave:
 		out = protocol.AppendLeave(out)
@@ -207,6 +226,7 @@ func (c *conn) relay() {
 	}
 	switch f.Type {
 	case protocol.TypeOffer, protocol.TypeAnswer:
+		c.cands = 0
 		e.setPeer(c, c.lastToken)
 	case protocol.TypeLeave:
 		e.clearPeer(c, c.lastToken)

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -52,12 +51,16 @@ func mainErr() error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", *ef.Listen)
+	ln, err := ef.Listener()
 	if err != nil {
 		nc.Close()
 		return err
 	}
-	cfg := ef.Config(nc, log)
+	cfg, err := ef.Config(nc, log)
+	if err != nil {
+		nc.Close()
+		return err
+	}
 	cfg.Listen = ln.Addr().String()
 	mr := metrics.NewRegistry()
 	stop, serveErr, err := run.StartEdge(ctx, cfg, ln, mr, log)

@@ -87,12 +87,16 @@ func mainErr() error {
 	if err != nil {
 		return errors.Join(err, stopRegistry(context.Background()))
 	}
-	ln, err := net.Listen("tcp", *ef.Listen)
+	ln, err := ef.Listener()
 	if err != nil {
 		enc.Close()
 		return errors.Join(err, stopRegistry(context.Background()))
 	}
-	cfg := ef.Config(enc, log)
+	cfg, err := ef.Config(enc, log)
+	if err != nil {
+		enc.Close()
+		return errors.Join(err, stopRegistry(context.Background()))
+	}
 	cfg.Listen = ln.Addr().String()
 	mr := metrics.NewRegistry()
 	mr.MustRegister(reg.Collectors()...)

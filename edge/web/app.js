@@ -44,7 +44,8 @@
   };
 
   const params = new URLSearchParams(location.search);
-  const iceServers = params.getAll('ice').filter(Boolean).map((urls) => ({ urls }));
+  const urlIceServers = params.getAll('ice').filter(Boolean).map((urls) => ({ urls }));
+  let loginIceServers = []; // "iceServers" of the login reply (TURN), if the edge sends them
 
   // Reconnect backoff after the socket closes (ms): 1001 (edge going away)
   // retries at once, since a load balancer sends us to another edge.
@@ -82,6 +83,7 @@
     events: [], // every log line, oldest first
     closes: [], // {code, reason} of every socket close
     logins: 0, // successful logins (a re-login after a reconnect counts)
+    resumes: 0, // logins that resumed the session (and call) of a dropped connection
     reconnects: 0,
     callStartedAt: 0, // performance.now() when the offer was sent or received
     callToConnectedMs: null, // offer to connectionState "connected"
@@ -151,9 +153,11 @@
     ui.status.textContent = parts.join(' · ');
 
     const inCall = !!active;
-    ui.loginForm.hidden = demo.loggedIn;
-    ui.whoami.hidden = !demo.loggedIn;
-    ui.whoami.textContent = demo.loggedIn ? `Logged in as ${demo.name} (${demo.media})` : '';
+    const relogging = !demo.loggedIn && demo.logins > 0 && !!wantName;
+    ui.loginForm.hidden = demo.loggedIn || relogging;
+    ui.whoami.hidden = !demo.loggedIn && !relogging;
+    if (demo.loggedIn) ui.whoami.textContent = `Logged in as ${demo.name} (${demo.media})`;
+    else if (relogging) ui.whoami.textContent = `Reconnecting as ${wantName}…`;
     ui.callBtn.disabled = !demo.loggedIn || inCall || demo.socket !== 'open';
     ui.hangupBtn.disabled = !inCall;
     ui.peer.disabled = inCall;
@@ -184,6 +188,8 @@
   let ws = null;
   let wantName = ''; // the name to log in as (again, after a reconnect)
   let loginPending = null; // {name, auto, tries}
+  let resumeToken = ''; // of the current session: a login after a reconnect presents it
+  let resumeName = '';
   let retry = 0;
   let retryTimer = 0;
   let unloading = false;
@@ -240,19 +246,34 @@
     const was = demo.loggedIn;
     demo.loggedIn = false;
     loginPending = null;
-    if (active) {
-      // The edge tells our peer "leave" when our connection ends.
-      endCall(`signaling connection lost (${ev.code})`, false);
-    }
-    setState('offline');
+    const why = `${ev.code}${ev.reason ? ` ${ev.reason}` : ''}`;
+    // Only a dropped connection (1006: no close frame) keeps the session:
+    // the edge holds the name for a grace period, and a login with the
+    // resume token takes it back, peer and all, so the call goes on (its
+    // media never passed through the edge). After a close frame the edge
+    // has released the name and told our peer "leave".
+    const keep = ev.code === 1006 && was && !!resumeToken;
+    if (active && !keep) endCall(`signaling connection closed (${why})`, false);
+    if (active) render();
+    else setState('offline');
     if (unloading) return;
-    let delay;
+    if (ev.code === 4002) {
+      // Our session was resumed on another connection: that one owns it.
+      wantName = '';
+      showError(`signaling closed (${why}): this session continues on another connection`);
+      return;
+    }
+    let delay = Math.min(RECONNECT_MAX, RECONNECT_MIN * 2 ** retry);
+    const again = wantName ? ` and logging in again as ${wantName}` : '';
     if (ev.code === 1001) {
-      notice(`the edge is going away (1001 ${ev.reason || ''}): reconnecting${was ? ` and logging in again as ${wantName}` : ''}…`, 'warn');
-      delay = retry === 0 ? 0 : Math.min(RECONNECT_MAX, RECONNECT_MIN * 2 ** retry);
-    } else {
-      notice(`signaling connection closed (${ev.code}${ev.reason ? ` ${ev.reason}` : ''}): reconnecting…`, 'warn');
-      delay = Math.min(RECONNECT_MAX, RECONNECT_MIN * 2 ** retry);
+      // The edge is shutting down: a load balancer sends us to another
+      // one, so try again at once.
+      if (retry === 0) delay = 0;
+      notice(`the edge is going away (${why}): reconnecting${again}…`, 'warn');
+    } else if (active) {
+      notice(`signaling connection lost (${why}): reconnecting to resume the session; the call goes on…`, 'warn');
+    } else if (was || retry === 0) {
+      notice(`signaling connection closed (${why}): reconnecting${again}…`, 'warn');
     }
     delay += Math.random() * Math.min(delay, 500) * 0.5;
     retry++;
@@ -290,8 +311,10 @@
 
   function sendLogin(name, auto, tries = 0) {
     loginPending = { name, auto, tries };
-    log(`logging in as ${name}${auto ? ' (again, after reconnecting)' : ''}`);
-    send({ type: 'login', name });
+    const msg = { type: 'login', name };
+    if (auto && resumeToken && resumeName === name) msg.resume = resumeToken;
+    log(`logging in as ${name}${auto ? ` (again, after reconnecting${msg.resume ? ', with the resume token' : ''})` : ''}`);
+    send(msg);
   }
 
   function onLogin(m) {
@@ -305,11 +328,26 @@
       demo.loggedIn = true;
       demo.name = p.name;
       demo.logins++;
-      notice(p.auto ? `reconnected and logged in again as ${p.name}` : `logged in as ${p.name}`);
-      setState('idle');
+      // The token rotates with every login; extra fields are the edge's,
+      // beyond the tutorial protocol.
+      resumeToken = typeof m.resume === 'string' ? m.resume : '';
+      resumeName = p.name;
+      if (Array.isArray(m.iceServers)) loginIceServers = m.iceServers;
+      const resumed = m.resumed === true;
+      if (resumed) demo.resumes++;
+      if (active && !resumed) {
+        // A new session: the old one was released and our peer told.
+        endCall('the call was lost while reconnecting', false);
+      }
+      if (!p.auto) notice(`logged in as ${p.name}`);
+      else if (resumed) notice(`reconnected: session resumed as ${p.name}${active ? `; the call with ${active.peer} goes on` : ''}`);
+      else notice(`reconnected and logged in again as ${p.name}`);
+      if (active) render();
+      else setState('idle');
       startMedia();
       return;
     }
+    if (p.auto && m.message === 'resume token does not match') resumeToken = '';
     if (p.auto && p.tries < RELOGIN_TRIES) {
       // The old connection's name may not be released yet.
       setTimeout(() => {
@@ -369,7 +407,7 @@
   let active = null;
 
   function newCall(peer, role) {
-    const pc = new RTCPeerConnection({ iceServers });
+    const pc = new RTCPeerConnection({ iceServers: [...loginIceServers, ...urlIceServers] });
     const c = { peer, pc, role, descSent: false, outCands: [], inCands: [] };
     active = c;
     ui.error.hidden = true; // errors of an earlier call are old news
@@ -631,8 +669,10 @@
     const text = String(m.message ?? 'unknown error');
     showError(text);
     const c = active;
-    // A call to someone who is not online ends right here.
-    if (c && text.includes(`"${c.peer}"`) && /not online/.test(text)) {
+    // A call to someone who is not online ends right here. (Once media
+    // flows, the call no longer needs signaling: the peer may just be
+    // reconnecting.)
+    if (c && demo.state !== 'in-call' && text.includes(`"${c.peer}"`) && /not online/.test(text)) {
       endCall(`${c.peer} is not online`, false);
     }
     if (loginPending && /^login failed|unavailable/.test(text)) {

@@ -5,12 +5,15 @@ package run
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"crypto/rand"
@@ -50,6 +53,16 @@ type EdgeFlags struct {
 	PingAfter       *time.Duration
 	PongTimeout     *time.Duration
 	ResumeGrace     *time.Duration
+	Origins         *string
+	MaxConns        *int
+	MaxConnsPerIP   *int
+	Rate            *int
+	Burst           *int
+	MaxLogins       *int
+	MaxCandidates   *int
+	TrustedProxies  *string
+	TLSCert         *string
+	TLSKey          *string
 }
 
 // AddEdgeFlags defines the edge's flags on fs.
@@ -65,16 +78,46 @@ func AddEdgeFlags(fs *flag.FlagSet) *EdgeFlags {
 		PingAfter:       cli.Duration(fs, "ping-after", "SIGNAL_PING_AFTER", edge.DefaultPingAfter, "ping a client after this long without a frame from it"),
 		PongTimeout:     cli.Duration(fs, "pong-timeout", "SIGNAL_PONG_TIMEOUT", edge.DefaultPongTimeout, "disconnect a pinged client still silent after this long"),
 		ResumeGrace:     cli.Duration(fs, "resume-grace", "SIGNAL_RESUME_GRACE", edge.DefaultResumeGrace, "how long a dropped connection's name stays held for a resume (negative: release at once)"),
+		Origins:         cli.String(fs, "origins", "SIGNAL_ORIGINS", "", "browser origins allowed to connect, comma separated (scheme://host[:port]; * for any); default: localhost pages and pages served by this host"),
+		MaxConns:        cli.Int(fs, "max-conns", "SIGNAL_MAX_CONNS", edge.DefaultMaxConns, "connections per edge (negative: no limit)"),
+		MaxConnsPerIP:   cli.Int(fs, "max-conns-per-ip", "SIGNAL_MAX_CONNS_PER_IP", edge.DefaultMaxConnsPerIP, "connections per client address (negative: no limit)"),
+		Rate:            cli.Int(fs, "rate", "SIGNAL_RATE", edge.DefaultRate, "messages per second per connection (negative: no limit)"),
+		Burst:           cli.Int(fs, "burst", "SIGNAL_BURST", edge.DefaultBurst, "burst of messages per connection above -rate"),
+		MaxLogins:       cli.Int(fs, "max-logins", "SIGNAL_MAX_LOGINS", edge.DefaultMaxLogins, "login attempts per connection"),
+		MaxCandidates:   cli.Int(fs, "max-candidates", "SIGNAL_MAX_CANDIDATES", edge.DefaultMaxCandidates, "candidates per call (between two offers or answers of a connection)"),
+		TrustedProxies:  cli.String(fs, "trusted-proxies", "SIGNAL_TRUSTED_PROXIES", "", "CIDRs of proxies whose X-Forwarded-For is believed, comma separated (default: none)"),
+		TLSCert:         cli.String(fs, "tls-cert", "SIGNAL_TLS_CERT", "", "certificate file: serve wss:// (with -tls-key)"),
+		TLSKey:          cli.String(fs, "tls-key", "SIGNAL_TLS_KEY", "", "private key file for -tls-cert"),
 	}
 }
 
 // Config builds the edge configuration.
-func (f *EdgeFlags) Config(nc *nats.Conn, log *slog.Logger) edge.Config {
+func (f *EdgeFlags) Config(nc *nats.Conn, log *slog.Logger) (edge.Config, error) {
 	id := *f.ID
 	if id == "" {
 		id = DefaultEdgeID()
 	}
+	var proxies []netip.Prefix
+	for _, p := range splitList(*f.TrustedProxies) {
+		pfx, err := netip.ParsePrefix(p)
+		if err != nil {
+			a, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				return edge.Config{}, fmt.Errorf("-trusted-proxies %q: %w", p, err)
+			}
+			pfx = netip.PrefixFrom(a, a.BitLen())
+		}
+		proxies = append(proxies, pfx)
+	}
 	return edge.Config{
+		AllowedOrigins:  splitList(*f.Origins),
+		TrustedProxies:  proxies,
+		MaxConns:        *f.MaxConns,
+		MaxConnsPerIP:   *f.MaxConnsPerIP,
+		Rate:            float64(*f.Rate),
+		Burst:           *f.Burst,
+		MaxLogins:       *f.MaxLogins,
+		MaxCandidates:   *f.MaxCandidates,
 		NC:              nc,
 		ID:              id,
 		Listen:          *f.Listen,
@@ -87,7 +130,37 @@ func (f *EdgeFlags) Config(nc *nats.Conn, log *slog.Logger) edge.Config {
 		PongTimeout:     *f.PongTimeout,
 		ResumeGrace:     *f.ResumeGrace,
 		Logger:          log,
+	}, nil
+}
+
+// Listener opens the edge's listener: TLS when -tls-cert and -tls-key are set.
+func (f *EdgeFlags) Listener() (net.Listener, error) {
+	if (*f.TLSCert == "") != (*f.TLSKey == "") {
+		return nil, errors.New("-tls-cert and -tls-key go together")
 	}
+	ln, err := net.Listen("tcp", *f.Listen)
+	if err != nil {
+		return nil, err
+	}
+	if *f.TLSCert == "" {
+		return ln, nil
+	}
+	cert, err := tls.LoadX509KeyPair(*f.TLSCert, *f.TLSKey)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}), nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // DefaultEdgeID is the host name plus a random suffix.
