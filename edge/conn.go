@@ -59,7 +59,6 @@ type conn struct {
 
 	hdr   [ws.MaxHeaderSize]byte
 	ctl   [125]byte
-	frame protocol.Frame
 	out   []byte   // scratch for the frame being published
 	pub   nats.Msg // scratch publish message
 
@@ -96,6 +95,7 @@ type conn struct {
 
 	wmu       sync.Mutex
 	queue     []outFrame
+	spare     []outFrame // the writer's last batch, reused as the next queue
 	writing   bool
 	closeSent bool // a close frame is queued: nothing may follow it
 	done      bool // the read loop ended: the writer closes the socket
@@ -105,6 +105,8 @@ type outFrame struct {
 	op   ws.OpCode
 	data []byte
 }
+
+var framePool = sync.Pool{New: func() any { return new(protocol.Frame) }}
 
 var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
@@ -285,7 +287,10 @@ func (c *conn) message(op ws.OpCode, data []byte) bool {
 		c.fail(closeInvalidUTF8)
 		return false
 	}
-	f := &c.frame
+	// Frames are pooled rather than kept per connection: a Frame carries
+	// parser scratch space that an idle connection should not hold.
+	f := framePool.Get().(*protocol.Frame)
+	defer framePool.Put(f)
 	if err := protocol.Parse(data, f); err != nil {
 		switch {
 		case errors.Is(err, protocol.ErrInvalidJSON):
@@ -301,9 +306,9 @@ func (c *conn) message(op ws.OpCode, data []byte) bool {
 	}
 	switch f.Type {
 	case protocol.TypeLogin:
-		c.login(data)
+		c.login(f, data)
 	case protocol.TypeOffer, protocol.TypeAnswer, protocol.TypeCandidate, protocol.TypeLeave:
-		c.relay()
+		c.relay(f)
 	default:
 		c.sendError(reasonBadFrame, "Command not found: "+string(f.RawType))
 	}
@@ -365,7 +370,7 @@ func (c *conn) writeLoop() {
 			}
 			return
 		}
-		batch, c.queue = c.queue, batch[:0]
+		batch, c.queue, c.spare = c.queue, c.spare[:0], nil
 		c.wmu.Unlock()
 
 		bp := writeBufs.Get().(*[]byte)
@@ -383,6 +388,11 @@ func (c *conn) writeLoop() {
 			*bp = buf[:0]
 			writeBufs.Put(bp)
 		}
+		c.wmu.Lock()
+		if cap(batch) <= 16 {
+			c.spare = batch[:0]
+		}
+		c.wmu.Unlock()
 		if err != nil {
 			c.wmu.Lock()
 			c.writing = false

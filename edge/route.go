@@ -39,8 +39,7 @@ type loginExtras struct {
 // login claims f.Name for this connection through the registry. A login
 // that carries the resume token of the session holding the name takes it
 // over.
-func (c *conn) login(data []byte) {
-	f := &c.frame
+func (c *conn) login(f *protocol.Frame, data []byte) {
 	if c.sub != nil {
 		c.sendError(reasonAlreadyLoggedIn, `already logged in as "`+c.name+`"`)
 		return
@@ -173,8 +172,7 @@ func (c *conn) loginRefused(why string) {
 
 // relay sends an offer, answer, candidate or leave to its target. The sender
 // is this connection's name, never anything the client wrote.
-func (c *conn) relay() {
-	f := &c.frame
+func (c *conn) relay(f *protocol.Frame) {
 	if c.sub == nil {
 		c.sendError(reasonNotLoggedIn, errNotLoggedIn)
 		return
@@ -335,38 +333,43 @@ func (e *Edge) onNoResponders(m *nats.Msg) {
 func (e *Edge) dispatch() {
 	defer close(e.dispDone)
 	for m := range e.msgs {
-		e.mu.RLock()
-		c := e.bySub[m.Sub]
-		if c == nil && len(m.Data) == 0 {
-			c = e.pending[m.Sub] // a control message may beat the login reply
-		}
-		e.mu.RUnlock()
-		if c == nil {
-			continue // not (or no longer) logged in
-		}
-		if ctl := m.Header[subject.HeaderControl]; len(ctl) > 0 {
-			if ctl[0] == subject.ControlPeer {
-				if p := m.Header.Get(subject.HeaderPeer); names.ValidToken(p) {
-					e.setPeer(c, p)
-				}
-			}
-			continue
-		}
-		if sent := m.Header[subject.HeaderSent]; len(sent) == 1 {
-			if ns, err := strconv.ParseInt(sent[0], 10, 64); err == nil {
-				e.stats.latency.Observe(time.Duration(time.Now().UnixNano() - ns).Seconds())
-			}
-		}
-		if from := m.Header[subject.HeaderFrom]; len(from) == 1 {
-			switch protocol.FrameType(m.Data) {
-			case protocol.TypeOffer, protocol.TypeAnswer:
-				e.setPeer(c, from[0])
-			case protocol.TypeLeave:
-				e.clearPeer(c, from[0])
-			}
-		}
-		c.enqueue(ws.OpText, m.Data)
+		e.deliver(m)
 	}
+}
+
+// deliver hands one message of a user subscription to its socket.
+func (e *Edge) deliver(m *nats.Msg) {
+	e.mu.RLock()
+	c := e.bySub[m.Sub]
+	if c == nil && len(m.Data) == 0 {
+		c = e.pending[m.Sub] // a control message may beat the login reply
+	}
+	e.mu.RUnlock()
+	if c == nil {
+		return // not (or no longer) logged in
+	}
+	if ctl := m.Header[subject.HeaderControl]; len(ctl) > 0 {
+		if ctl[0] == subject.ControlPeer {
+			if p := m.Header.Get(subject.HeaderPeer); names.ValidToken(p) {
+				e.setPeer(c, p)
+			}
+		}
+		return
+	}
+	if sent := m.Header[subject.HeaderSent]; len(sent) == 1 {
+		if ns, err := strconv.ParseInt(sent[0], 10, 64); err == nil {
+			e.stats.latency.Observe(time.Duration(time.Now().UnixNano() - ns).Seconds())
+		}
+	}
+	if from := m.Header[subject.HeaderFrom]; len(from) == 1 {
+		switch protocol.FrameType(m.Data) {
+		case protocol.TypeOffer, protocol.TypeAnswer:
+			e.setPeer(c, from[0])
+		case protocol.TypeLeave:
+			e.clearPeer(c, from[0])
+		}
+	}
+	c.enqueue(ws.OpText, m.Data)
 }
 
 // setPeer records tok as the peer of c: the user who gets leave when c goes.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -148,6 +149,125 @@ func TestBrowserReconnectsAfterGoingAway(t *testing.T) {
 	defer c.Close()
 	if m, err := c.Login(ctx, "carol"); !errors.Is(err, client.ErrNameTaken) {
 		t.Fatalf("a second login as carol: %v (%s); want it refused", err, m.Raw)
+	}
+}
+
+// A signaling connection that drops (no close frame: a lost network) does
+// not end the call: the edge holds the session, the page reconnects and logs
+// in with its resume token, and the call goes on; its signaling too.
+func TestBrowserCallSurvivesDroppedSignaling(t *testing.T) {
+	s := stack.Start(t, stack.Options{Edges: 2})
+	proxy := startProxy(t, strings.TrimSuffix(strings.TrimPrefix(s.Edges[0].URL, "ws://"), "/"))
+	b := startBrowser(t)
+	alice := b.open(t, "alice", "http://"+proxy.addr()+"/")
+	bob := b.open(t, "bob", pageURL(s.Edges[1].URL))
+	for _, tb := range []*tab{alice, bob} {
+		tb.waitFor(`signalDemo.socket === "open"`, "the signaling socket to open")
+		tb.do(chromedp.Evaluate[chromedp.Void](`signalDemo.login(` + jsString(tb.name) + `)`))
+		tb.waitFor(`signalDemo.loggedIn && signalDemo.media !== "pending"`, "login and camera")
+	}
+	alice.do(chromedp.Evaluate[chromedp.Void](`signalDemo.call("bob")`))
+	for _, tb := range []*tab{alice, bob} {
+		tb.waitFor(`signalDemo.state === "in-call"`, "the call to connect")
+	}
+
+	proxy.cut()
+	alice.waitFor(`signalDemo.closes.length > 0`, "the socket to drop")
+	if code := eval[int](alice, `signalDemo.closes[0].code`); code != 1006 {
+		alice.fatalf("close code %d, want 1006 (dropped)", code)
+	}
+	alice.waitFor(`signalDemo.resumes === 1 && signalDemo.loggedIn`, "the session to resume")
+	for _, tb := range []*tab{alice, bob} {
+		if st := eval[string](tb, `signalDemo.state`); st != "in-call" {
+			tb.fatalf("state %q after the resume, want in-call", st)
+		}
+		tb.waitMediaFlowing()
+	}
+
+	// Signaling still reaches the resumed session.
+	bob.do(chromedp.Evaluate[chromedp.Void](`signalDemo.hangup()`))
+	alice.waitFor(`signalDemo.state === "ended" && signalDemo.reason === "bob left"`, "bob's leave")
+}
+
+// jsString quotes s as a JavaScript string literal.
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// tcpProxy forwards TCP connections to target; cut drops them all at once,
+// with a reset and no WebSocket close frame, as a lost network would.
+type tcpProxy struct {
+	ln     net.Listener
+	target string
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+}
+
+func startProxy(t *testing.T, target string) *tcpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
+	p.wg.Add(1)
+	go p.serve()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.cut()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *tcpProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *tcpProxy) serve() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.wg.Add(1)
+		go p.pipe(c)
+	}
+}
+
+func (p *tcpProxy) pipe(c net.Conn) {
+	defer p.wg.Done()
+	u, err := net.Dial("tcp", p.target)
+	if err != nil {
+		_ = c.Close()
+		return
+	}
+	p.mu.Lock()
+	p.conns[c], p.conns[u] = struct{}{}, struct{}{}
+	p.mu.Unlock()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(u, c); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(c, u); done <- struct{}{} }()
+	<-done
+	_ = c.Close()
+	_ = u.Close()
+	<-done
+	p.mu.Lock()
+	delete(p.conns, c)
+	delete(p.conns, u)
+	p.mu.Unlock()
+}
+
+// cut resets every forwarded connection, both sides.
+func (p *tcpProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		_ = c.Close()
 	}
 }
 

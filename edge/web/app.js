@@ -215,7 +215,8 @@
       retry = 0;
       demo.socket = 'open';
       log(`signaling connected to ${demo.url}`);
-      setState('online');
+      if (active) render(); // a call that outlived the drop goes on
+      else setState('online');
       if (wantName) sendLogin(wantName, demo.logins > 0);
     };
     s.onmessage = (ev) => {

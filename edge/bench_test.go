@@ -1,0 +1,153 @@
+package edge
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/nats-io/nats.go"
+
+	"github.com/natsrtc/signal/registry"
+	"github.com/natsrtc/signal/services/names"
+	"github.com/natsrtc/signal/services/natstest"
+	"github.com/natsrtc/signal/services/protocol"
+	"github.com/natsrtc/signal/services/subject"
+)
+
+// hotPath sets up a real edge on a real NATS server with two logged-in
+// connections whose sockets are in-memory pipes drained in the background.
+func hotPath(tb testing.TB) (e *Edge, a, b *conn) {
+	tb.Helper()
+	s := natstest.Server(tb)
+	quiet := slog.New(slog.DiscardHandler)
+	reg, err := registry.New(context.Background(), registry.Config{NC: natstest.Conn(tb, s), Logger: quiet})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = reg.Stop() })
+	e, err = New(Config{NC: natstest.Conn(tb, s), ID: "bench", Logger: quiet, Rate: -1, MaxCandidates: 1 << 30})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = e.Shutdown(ctx)
+	})
+	newConn := func(name string) *conn {
+		server := discardConn{}
+		c := &conn{e: e, id: e.nextID.Add(1), nc: server, r: server}
+		e.mu.Lock()
+		e.conns[c] = struct{}{}
+		e.byID[c.id] = c
+		e.mu.Unlock()
+		f := new(protocol.Frame)
+		data := []byte(`{"type":"login","name":"` + name + `"}`)
+		if err := protocol.Parse(data, f); err != nil {
+			tb.Fatal(err)
+		}
+		c.login(f, data)
+		if c.sub == nil {
+			tb.Fatalf("login %s failed", name)
+		}
+		return c
+	}
+	return e, newConn("alice"), newConn("bob")
+}
+
+// discardConn is a socket that swallows writes and never has anything to
+// read: the benchmarks measure the edge, not a kernel or a pipe.
+type discardConn struct{ net.Conn }
+
+func (discardConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (discardConn) Read([]byte) (int, error)         { return 0, io.EOF }
+func (discardConn) Close() error                     { return nil }
+func (discardConn) SetDeadline(time.Time) error      { return nil }
+func (discardConn) SetReadDeadline(time.Time) error  { return nil }
+func (discardConn) SetWriteDeadline(time.Time) error { return nil }
+
+var offer = []byte(`{"type":"candidate","name":"bob","candidate":{"candidate":"candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host","sdpMid":"0","sdpMLineIndex":0}}`)
+
+// BenchmarkClientToNATS: a client frame in to its NATS publish: UTF-8 check,
+// parse, validation, frame building, routing and publish.
+func BenchmarkClientToNATS(b *testing.B) {
+	_, a, _ := hotPath(b)
+	sink(a)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(offer)))
+	for b.Loop() {
+		a.message(ws.OpText, offer)
+	}
+}
+
+// BenchmarkNATSToClient: a NATS message in to the socket write.
+func BenchmarkNATSToClient(b *testing.B) {
+	e, _, bob := hotPath(b)
+	m := natsMsg(bob)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(m.Data)))
+	for b.Loop() {
+		e.deliver(m)
+		waitWritten(bob)
+	}
+}
+
+func natsMsg(to *conn) *nats.Msg {
+	data := protocol.AppendCandidate(nil, []byte(`{"candidate":"candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host","sdpMid":"0","sdpMLineIndex":0}`))
+	return &nats.Msg{
+		Subject: subject.User(names.Token("bob")),
+		Sub:     to.sub,
+		Header:  nats.Header{subject.HeaderFrom: {"alice"}, subject.HeaderEdge: {"bench"}},
+		Data:    data,
+	}
+}
+
+// sink points a's route cache at a subject nobody subscribes, without a
+// reply subject: the publish ends at the NATS server, so the measurements
+// see the sending edge's work only (a receiver in this process would add
+// nats.go's allocations for the message it reads).
+func sink(a *conn) {
+	a.message(ws.OpText, offer) // a real route first: online check and cache
+	a.lastSubj, a.lastReply = "bench.sink", ""
+}
+
+// waitWritten waits until c's writer has written everything queued.
+func waitWritten(c *conn) {
+	for {
+		c.wmu.Lock()
+		idle := !c.writing && len(c.queue) == 0
+		c.wmu.Unlock()
+		if idle {
+			return
+		}
+	}
+}
+
+// TestHotPathAllocs holds the per-message paths to their allocation
+// budgets. AllocsPerRun counts every allocation in the process, and the
+// NATS server runs in this process too, so the budgets are:
+//
+//   - client frame to NATS publish: 3. Two are nats.go's: Msg.headerBytes
+//     encodes each publish's headers into a new buffer, and its API offers
+//     no way to reuse one. One is the in-process NATS server's, for the
+//     message it routes. Parsing, validation, frame building and routing
+//     in the edge allocate nothing.
+//   - NATS message to socket write: 1, the closure of the "go" statement
+//     that starts the socket's writer when it is idle (a busy writer takes
+//     further frames without it). The *nats.Msg itself is allocated by
+//     nats.go's reader before it reaches the edge.
+func TestHotPathAllocs(t *testing.T) {
+	e, a, bob := hotPath(t)
+	sink(a)
+	if n := testing.AllocsPerRun(1000, func() { a.message(ws.OpText, offer) }); n > 3 {
+		t.Errorf("client frame to NATS publish: %.1f allocations, want at most 3", n)
+	}
+	m := natsMsg(bob)
+	if n := testing.AllocsPerRun(1000, func() { e.deliver(m); waitWritten(bob) }); n > 1 {
+		t.Errorf("NATS message to socket write: %.1f allocations, want at most 1", n)
+	}
+}
