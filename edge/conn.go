@@ -57,10 +57,10 @@ type conn struct {
 	logins    int    // login attempts
 	cands     int    // candidates sent since the last offer or answer
 
-	hdr   [ws.MaxHeaderSize]byte
-	ctl   [125]byte
-	out   []byte   // scratch for the frame being published
-	pub   nats.Msg // scratch publish message
+	hdr [ws.MaxHeaderSize]byte
+	ctl [125]byte
+	out []byte   // scratch for the frame being published
+	pub nats.Msg // scratch publish message
 
 	// Login state, set by the read loop; read by other goroutines only
 	// through e.mu (bySub, peers) or after the loop has ended.
