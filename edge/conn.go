@@ -96,6 +96,7 @@ type conn struct {
 	wmu       sync.Mutex
 	queue     []outFrame
 	spare     []outFrame // the writer's last batch, reused as the next queue
+	queued    int        // bytes in queue
 	writing   bool
 	closeSent bool // a close frame is queued: nothing may follow it
 	done      bool // the read loop ended: the writer closes the socket
@@ -115,7 +116,7 @@ func (e *Edge) upgrade(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	u := ws.HTTPUpgrader{Timeout: DefaultHandshakeTimeout}
+	u := ws.HTTPUpgrader{Timeout: e.cfg.HandshakeTimeout}
 	nc, rw, _, err := u.Upgrade(r, w)
 	if err != nil {
 		if nc != nil {
@@ -330,7 +331,7 @@ func (c *conn) enqueue(op ws.OpCode, data []byte) bool {
 		c.wmu.Unlock()
 		return false
 	}
-	if len(c.queue) >= c.e.cfg.WriteQueue && !op.IsControl() {
+	if !op.IsControl() && (len(c.queue) >= c.e.cfg.WriteQueue || c.queued+len(data) > c.e.cfg.WriteQueueBytes) {
 		c.wmu.Unlock()
 		c.e.stats.errors[reasonSlowClient].Add(1)
 		c.e.log.Debug("write queue full; disconnecting client", "conn", c.id)
@@ -341,6 +342,7 @@ func (c *conn) enqueue(op ws.OpCode, data []byte) bool {
 		c.closeSent = true
 	}
 	c.queue = append(c.queue, outFrame{op: op, data: data})
+	c.queued += len(data)
 	if !c.writing {
 		c.writing = true
 		go c.writeLoop()
@@ -371,6 +373,7 @@ func (c *conn) writeLoop() {
 			return
 		}
 		batch, c.queue, c.spare = c.queue, c.spare[:0], nil
+		c.queued = 0
 		c.wmu.Unlock()
 
 		bp := writeBufs.Get().(*[]byte)

@@ -39,9 +39,12 @@ const (
 	// DefaultMaxFrameSize bounds one client message (all its fragments).
 	// An SDP offer with many media sections is a few KiB; 64 KiB leaves room.
 	DefaultMaxFrameSize = 64 << 10
-	// DefaultWriteQueue is how many frames may wait for one client socket.
-	// A call setup is an offer or answer plus a few dozen candidates.
-	DefaultWriteQueue = 256
+	// DefaultWriteQueue is how many frames may wait for one client socket,
+	// and DefaultWriteQueueBytes how many bytes. A call setup is an offer or
+	// answer plus a few dozen candidates; the bounds leave room for bursts
+	// from several senders at once while the socket's writer is busy.
+	DefaultWriteQueue      = 1024
+	DefaultWriteQueueBytes = 1 << 20
 	// DefaultWriteTimeout bounds each socket write.
 	DefaultWriteTimeout = 10 * time.Second
 	// DefaultRegistryTimeout bounds each registry request.
@@ -81,6 +84,9 @@ type Config struct {
 	// WriteQueue bounds the frames waiting for one socket; a client that
 	// lets it fill is disconnected. Zero: DefaultWriteQueue.
 	WriteQueue int
+	// WriteQueueBytes bounds the bytes waiting for one socket, likewise.
+	// Zero: DefaultWriteQueueBytes.
+	WriteQueueBytes int
 	// WriteTimeout bounds each socket write. Zero: DefaultWriteTimeout.
 	WriteTimeout time.Duration
 	// RegistryTimeout bounds registry requests. Zero: DefaultRegistryTimeout.
@@ -88,6 +94,10 @@ type Config struct {
 	// CloseTimeout bounds the wait for a client's close frame.
 	// Zero: DefaultCloseTimeout.
 	CloseTimeout time.Duration
+	// HandshakeTimeout bounds reading the HTTP upgrade request and writing
+	// its response, so that slow ("slowloris") clients cannot hold sockets
+	// before they are clients. Zero: DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
 	// Heartbeat is how often the edge refreshes its lease in the edges
 	// bucket; it must be well under the registry's lease (10s by default).
 	// Zero: DefaultHeartbeat.
@@ -196,6 +206,9 @@ func New(cfg Config) (*Edge, error) {
 	if cfg.WriteQueue == 0 {
 		cfg.WriteQueue = DefaultWriteQueue
 	}
+	if cfg.WriteQueueBytes == 0 {
+		cfg.WriteQueueBytes = DefaultWriteQueueBytes
+	}
 	if cfg.WriteTimeout == 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
 	}
@@ -225,6 +238,9 @@ func New(cfg Config) (*Edge, error) {
 	}
 	if cfg.ResumeGrace == 0 {
 		cfg.ResumeGrace = DefaultResumeGrace
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = DefaultHeartbeat
@@ -307,7 +323,9 @@ func New(cfg Config) (*Edge, error) {
 	go e.pinger()
 	e.srv = &http.Server{
 		Handler:           e,
-		ReadHeaderTimeout: DefaultHandshakeTimeout,
+		ReadHeaderTimeout: cfg.HandshakeTimeout,
+		ReadTimeout:       cfg.HandshakeTimeout, // cleared by the upgrade for WebSockets
+		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
 	}
 	e.log.Info("edge started", "listen", cfg.Listen, "instance", e.instance)

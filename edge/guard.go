@@ -23,8 +23,8 @@ const (
 	// DefaultRate and DefaultBurst: messages per second one connection may
 	// send, as a token bucket. A call is a few dozen messages; the burst
 	// covers a client that sends its candidates all at once.
-	DefaultRate  = 200
-	DefaultBurst = 1000
+	DefaultRate  = 100
+	DefaultBurst = 200
 	// DefaultMaxLogins bounds login attempts on one connection.
 	DefaultMaxLogins = 20
 	// DefaultMaxCandidates bounds the candidates a connection sends between

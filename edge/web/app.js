@@ -52,8 +52,9 @@
   const RECONNECT_MIN = 200;
   const RECONNECT_MAX = 5000;
   // A re-login right after a reconnect may find the name still held for a
-  // moment by the old connection: try this often, this far apart.
-  const RELOGIN_TRIES = 20;
+  // moment by the old connection: try this often, RELOGIN_DELAY more apart
+  // each time (about 9 s in all; the edge allows 20 logins per connection).
+  const RELOGIN_TRIES = 8;
   const RELOGIN_DELAY = 250;
 
   // Everything a test may look at. state is one of:
@@ -296,6 +297,7 @@
   // ---- login ------------------------------------------------------------
 
   function login(name) {
+    if (loginPending) return; // one at a time
     name = String(name ?? '').trim();
     if (!name) {
       showError('enter a name to log in');
@@ -353,7 +355,7 @@
       // The old connection's name may not be released yet.
       setTimeout(() => {
         if (demo.socket === 'open' && !demo.loggedIn && wantName === p.name) sendLogin(p.name, true, p.tries + 1);
-      }, RELOGIN_DELAY);
+      }, RELOGIN_DELAY * (p.tries + 1));
       return;
     }
     wantName = '';

@@ -47,6 +47,7 @@ type EdgeFlags struct {
 	ID              *string
 	MaxFrame        *int
 	WriteQueue      *int
+	WriteQueueBytes *int
 	WriteTimeout    *time.Duration
 	RegistryTimeout *time.Duration
 	Heartbeat       *time.Duration
@@ -71,7 +72,8 @@ func AddEdgeFlags(fs *flag.FlagSet) *EdgeFlags {
 		Listen:          cli.String(fs, "listen", "SIGNAL_LISTEN", DefaultListen, "address for WebSocket clients"),
 		ID:              cli.String(fs, "id", "EDGE_ID", "", "stable edge id (default: host name plus a random suffix)"),
 		MaxFrame:        cli.Int(fs, "max-frame", "SIGNAL_MAX_FRAME", edge.DefaultMaxFrameSize, "largest client message in bytes; bigger closes the connection with 1009"),
-		WriteQueue:      cli.Int(fs, "write-queue", "SIGNAL_WRITE_QUEUE", edge.DefaultWriteQueue, "frames that may wait for one client; a client that lets it fill is disconnected"),
+		WriteQueue:      cli.Int(fs, "write-queue", "SIGNAL_WRITE_QUEUE", edge.DefaultWriteQueue, "frames that may wait for one client; a client that lets them pile up is disconnected"),
+		WriteQueueBytes: cli.Int(fs, "write-queue-bytes", "SIGNAL_WRITE_QUEUE_BYTES", edge.DefaultWriteQueueBytes, "bytes that may wait for one client, likewise"),
 		WriteTimeout:    cli.Duration(fs, "write-timeout", "SIGNAL_WRITE_TIMEOUT", edge.DefaultWriteTimeout, "bound on each socket write"),
 		RegistryTimeout: cli.Duration(fs, "registry-timeout", "SIGNAL_REGISTRY_TIMEOUT", edge.DefaultRegistryTimeout, "bound on each registry request"),
 		Heartbeat:       cli.Duration(fs, "heartbeat", "SIGNAL_HEARTBEAT", edge.DefaultHeartbeat, "how often the edge refreshes its lease (keep well under the registry's -lease)"),
@@ -123,6 +125,7 @@ func (f *EdgeFlags) Config(nc *nats.Conn, log *slog.Logger) (edge.Config, error)
 		Listen:          *f.Listen,
 		MaxFrameSize:    *f.MaxFrame,
 		WriteQueue:      *f.WriteQueue,
+		WriteQueueBytes: *f.WriteQueueBytes,
 		WriteTimeout:    *f.WriteTimeout,
 		RegistryTimeout: *f.RegistryTimeout,
 		Heartbeat:       *f.Heartbeat,
