@@ -83,7 +83,7 @@ func TestHostileClients(t *testing.T) {
 		c := dial(t, url)
 		deep := `{"type":"offer","name":"x","offer":` + strings.Repeat("[", 30000) + strings.Repeat("]", 30000) + `}`
 		errorFrame(t, c, deep, "Invalid JSON")
-		deepObj := strings.Repeat(`{"a":`, 12000) + "1" + strings.Repeat("}", 12000)
+		deepObj := strings.Repeat(`{"a":`, 10500) + "1" + strings.Repeat("}", 10500)
 		errorFrame(t, c, deepObj, "Invalid JSON")
 	})
 	t.Run("1 MB name", func(t *testing.T) {
