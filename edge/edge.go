@@ -172,7 +172,7 @@ type Edge struct {
 
 	mu      sync.RWMutex
 	bySub   map[*nats.Subscription]*conn
-	byTok   map[string]*conn             // logged-in users by name token
+	bySes   map[string]*conn             // logged-in users by session id
 	pending map[*nats.Subscription]*conn // subscriptions of logins in flight
 	byID    map[uint64]*conn
 	conns   map[*conn]struct{}
@@ -262,7 +262,7 @@ func New(cfg Config) (*Edge, error) {
 		instance: randomID(8),
 		msgs:     make(chan *nats.Msg, dispatchQueue),
 		bySub:    make(map[*nats.Subscription]*conn),
-		byTok:    make(map[string]*conn),
+		bySes:    make(map[string]*conn),
 		pending:  make(map[*nats.Subscription]*conn),
 		byID:     make(map[uint64]*conn),
 		conns:    make(map[*conn]struct{}),

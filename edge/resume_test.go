@@ -97,6 +97,22 @@ func TestResume(t *testing.T) {
 		hangUp(t, c2)
 	})
 
+	t.Run("stale connection on the same edge", func(t *testing.T) {
+		stale, tok := call(t)
+		c2 := dial(t, e1)
+		if m := loginResume(t, c2, "mobile", tok); !m.Success {
+			t.Fatalf("resume: %s", m.Raw)
+		}
+		select {
+		case <-stale.Done():
+		case <-time.After(wait):
+			t.Fatal("the stale connection was not closed")
+		}
+		send(t, peer, `{"type":"candidate","name":"mobile","candidate":4}`)
+		expect(t, c2, `{"type":"candidate","candidate":4}`)
+		hangUp(t, c2)
+	})
+
 	t.Run("wrong token", func(t *testing.T) {
 		c, tok := call(t)
 		_ = c.Abort()

@@ -131,7 +131,7 @@ func (c *conn) login(f *protocol.Frame, data []byte) {
 	c.natsHdr = nats.Header{subject.HeaderFrom: {token}, subject.HeaderEdge: {e.cfg.ID}, subject.HeaderSent: c.sent}
 	e.mu.Lock()
 	e.bySub[sub] = c
-	e.byTok[token] = c
+	e.bySes[session] = c
 	e.mu.Unlock()
 	e.stats.users.Add(1)
 	if rep.Resumed {
@@ -436,12 +436,12 @@ func (e *Edge) onOffline(m *nats.Msg) {
 		c.peer = ""
 		conns = append(conns, c)
 	}
-	holder := e.byTok[tok]
+	holder := e.bySes[off.Session]
 	e.mu.Unlock()
 	for _, c := range conns {
 		c.enqueue(ws.OpText, protocol.AppendLeave(nil))
 	}
-	if holder != nil && holder.session == off.Session {
+	if holder != nil && holder.token == tok {
 		e.log.Warn("registry released a name held here (lease lapsed); closing its connection", "conn", holder.id)
 		holder.closeWith(closeNameLost)
 	}
@@ -455,9 +455,7 @@ func (c *conn) logout() {
 	e := c.e
 	e.mu.Lock()
 	delete(e.bySub, c.sub)
-	if e.byTok[c.token] == c {
-		delete(e.byTok, c.token)
-	}
+	delete(e.bySes, c.session)
 	peer := c.peer
 	e.unlinkPeer(c)
 	e.mu.Unlock()
@@ -523,8 +521,8 @@ type heldSession struct {
 func (e *Edge) handOver(tok, session string) {
 	var peer string
 	e.mu.Lock()
-	stale := e.byTok[tok]
-	if stale != nil && stale.session == session {
+	stale := e.bySes[session]
+	if stale != nil && stale.token == tok {
 		peer = stale.peer
 		stale.resumed.Store(true)
 	} else {

@@ -34,6 +34,7 @@ func mainErr() error {
 	auth := cli.AddNATSAuth(fs)
 	shutdownTimeout := cli.Duration(fs, "shutdown-timeout", "SIGNAL_SHUTDOWN_TIMEOUT", run.DefaultShutdownTimeout, "bound on a graceful stop")
 	ef := run.AddEdgeFlags(fs)
+	sf := run.AddSecurityFlags(fs)
 	admin := run.Admin(fs)
 	logger := cli.LogLevel(fs)
 	_ = fs.Parse(os.Args[1:])
@@ -57,6 +58,9 @@ func mainErr() error {
 		return err
 	}
 	cfg, err := ef.Config(nc, log)
+	if err == nil {
+		err = sf.Apply(&cfg)
+	}
 	if err != nil {
 		nc.Close()
 		return err

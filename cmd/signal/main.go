@@ -44,6 +44,7 @@ func mainErr() error {
 	natsLogs := cli.Bool(fs, "nats-logs", "SIGNAL_NATS_LOGS", false, "print the embedded NATS server's log")
 	shutdownTimeout := cli.Duration(fs, "shutdown-timeout", "SIGNAL_SHUTDOWN_TIMEOUT", run.DefaultShutdownTimeout, "bound on a graceful stop")
 	ef := run.AddEdgeFlags(fs)
+	sf := run.AddSecurityFlags(fs)
 	rf := run.AddRegistryFlags(fs, registry.DefaultReplicas)
 	admin := run.Admin(fs)
 	logger := cli.LogLevel(fs)
@@ -93,6 +94,9 @@ func mainErr() error {
 		return errors.Join(err, stopRegistry(context.Background()))
 	}
 	cfg, err := ef.Config(enc, log)
+	if err == nil {
+		err = sf.Apply(&cfg)
+	}
 	if err != nil {
 		enc.Close()
 		return errors.Join(err, stopRegistry(context.Background()))
