@@ -2,9 +2,18 @@ package main_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -103,4 +112,64 @@ func TestAuthAndTURN(t *testing.T) {
 		t.Fatalf("iceServers %+v", ice)
 	}
 	t.Logf("TURN username %s (expiry %s)", ice.Username, expiry)
+}
+
+// TestTLS serves wss:// with -tls-cert and -tls-key.
+func TestTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	bin := binaries(t)
+	dir := t.TempDir()
+	certPEM, keyPEM, pool := selfSigned(t)
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	_ = os.WriteFile(certFile, certPEM, 0o600)
+	_ = os.WriteFile(keyFile, keyPEM, 0o600)
+	wsPort, natsPort := freePort(t), freePort(t)
+	startProc(t, filepath.Join(bin, "signal"),
+		"-listen", fmt.Sprintf("127.0.0.1:%d", wsPort),
+		"-nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
+		"-data", t.TempDir(), "-tls-cert", certFile, "-tls-key", keyFile)
+	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", wsPort))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, fmt.Sprintf("wss://127.0.0.1:%d/", wsPort), &client.Options{TLSConfig: &tls.Config{RootCAs: pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Abort()
+	if m, err := c.Login(ctx, "secure"); err != nil {
+		t.Fatalf("login over wss: %v %s", err, m.Raw)
+	}
+	// Plain ws:// to the TLS port gets nowhere.
+	if _, err := client.Dial(ctx, fmt.Sprintf("ws://127.0.0.1:%d/", wsPort), &client.Options{Timeout: 2 * time.Second}); err == nil {
+		t.Fatal("plain WebSocket accepted on the TLS port")
+	}
+}
+
+// selfSigned makes a certificate for 127.0.0.1 and a pool that trusts it.
+func selfSigned(t *testing.T) (certPEM, keyPEM []byte, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "signal test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalPKCS8PrivateKey(key)
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), pool
 }

@@ -10,6 +10,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,6 +53,8 @@ type Options struct {
 	LocalAddr net.IP
 	// Timeout bounds the dial and handshake. Zero: 10s.
 	Timeout time.Duration
+	// TLSConfig is used for wss:// URLs. Zero: the system roots.
+	TLSConfig *tls.Config
 }
 
 // Client is one signaling connection. Its methods are safe for concurrent
@@ -79,7 +82,7 @@ func Dial(ctx context.Context, url string, opts *Options) (*Client, error) {
 	if timeout == 0 {
 		timeout = 10 * time.Second
 	}
-	d := ws.Dialer{Timeout: timeout}
+	d := ws.Dialer{Timeout: timeout, TLSConfig: opts.TLSConfig}
 	if opts.Header != nil {
 		d.Header = ws.HandshakeHeaderHTTP(opts.Header)
 	}
