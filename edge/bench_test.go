@@ -141,6 +141,9 @@ func waitWritten(c *conn) {
 //     further frames without it). The *nats.Msg itself is allocated by
 //     nats.go's reader before it reaches the edge.
 func TestHotPathAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates; run without -race")
+	}
 	e, a, bob := hotPath(t)
 	sink(a)
 	if n := testing.AllocsPerRun(1000, func() { a.message(ws.OpText, offer) }); n > 3 {

@@ -378,7 +378,8 @@ func (e *Edge) Serve(ln net.Listener) error {
 	return err
 }
 
-// ServeHTTP upgrades WebSocket requests; other requests get a short page.
+// ServeHTTP upgrades WebSocket requests; other requests get the demo page
+// (page.go).
 func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !isUpgrade(r) {
 		e.servePage(w, r)

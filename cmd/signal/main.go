@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/natsrtc/signal/cmd/internal/run"
@@ -115,7 +116,12 @@ func mainErr() error {
 	if err := metrics.Serve(actx, *admin, metrics.Handler(mr, metrics.NATSReady(rnc), metrics.NATSReady(enc)), log); err != nil {
 		return errors.Join(err, stopEdge(context.Background()), stopRegistry(context.Background()))
 	}
-	fmt.Fprintf(os.Stderr, "signal: WebSocket clients: ws://%s   NATS: %s\n", displayAddr(ln.Addr()), url)
+	scheme := "ws"
+	if *ef.TLSCert != "" {
+		scheme = "wss"
+	}
+	page := strings.Replace(scheme, "ws", "http", 1)
+	fmt.Fprintf(os.Stderr, "signal: demo page %s://%s/   WebSocket clients %s://%s/   NATS %s\n", page, displayAddr(ln.Addr()), scheme, displayAddr(ln.Addr()), url)
 
 	select {
 	case <-ctx.Done():
