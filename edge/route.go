@@ -453,22 +453,25 @@ func (e *Edge) onOffline(m *nats.Msg) {
 // with its token; a connection taken over by a resume releases nothing.
 func (c *conn) logout() {
 	e := c.e
+	// Whether the session is held for a resume is decided under the same
+	// lock under which handOver looks for it, so that a resume finds
+	// either the connection or its held session, never neither.
 	e.mu.Lock()
 	delete(e.bySub, c.sub)
 	delete(e.bySes, c.session)
 	peer := c.peer
 	e.unlinkPeer(c)
+	resumed := c.resumed.Load()
+	held := !resumed && !c.deliberate.Load() && e.cfg.ResumeGrace > 0 && !e.closing.Load()
+	if held {
+		e.holdLocked(c.name, c.session, peer, c.natsHdr)
+	}
 	e.mu.Unlock()
 	_ = c.sub.Unsubscribe()
 	e.stats.users.Add(-1)
-	if c.resumed.Load() {
-		return
+	if !resumed && !held {
+		e.release(c.name, c.session, peer, c.natsHdr)
 	}
-	if !c.deliberate.Load() && e.cfg.ResumeGrace > 0 && !e.closing.Load() {
-		e.hold(c.name, c.session, peer, c.natsHdr)
-		return
-	}
-	e.release(c.name, c.session, peer, c.natsHdr)
 }
 
 // release gives the name back to the registry and, if it was still ours,
@@ -487,12 +490,10 @@ func (e *Edge) release(name, session, peer string, hdr nats.Header) {
 	}
 }
 
-// hold keeps a dropped session's name for ResumeGrace, then releases it
-// unless the client resumed meanwhile (then the registry no longer lists
-// this session and release does nothing).
-func (e *Edge) hold(name, session, peer string, hdr nats.Header) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+// holdLocked keeps a dropped session's name for ResumeGrace, then releases
+// it unless the client resumed meanwhile (then handOver has removed it).
+// e.mu must be held.
+func (e *Edge) holdLocked(name, session, peer string, hdr nats.Header) {
 	if e.held == nil {
 		e.held = make(map[string]*heldSession)
 	}
