@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -68,6 +69,7 @@ type conn struct {
 	nameB   []byte
 	token   string
 	session string
+	rev     uint64 // the revision of the session's registry entry
 	sub     *nats.Subscription
 	natsHdr nats.Header
 	sent    []string // the value slice of natsHdr's send time
@@ -107,6 +109,10 @@ type outFrame struct {
 	data []byte
 }
 
+// readBufferSize is the per-connection read buffer: an SDP offer or a
+// batch of candidates fits.
+const readBufferSize = 1024
+
 var framePool = sync.Pool{New: func() any { return new(protocol.Frame) }}
 
 var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
@@ -128,11 +134,16 @@ func (e *Edge) upgrade(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &conn{e: e, id: e.nextID.Add(1), nc: nc, r: nc, ip: ip, authName: authName}
 	c.lastRead.Store(time.Now().UnixNano())
+	var src io.Reader = nc
 	if n := rw.Reader.Buffered(); n > 0 {
 		// The client sent frames right behind its request.
 		pre, _ := rw.Reader.Peek(n)
-		c.r = io.MultiReader(bytes.NewReader(bytes.Clone(pre)), nc)
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(pre)), nc)
 	}
+	// A small buffer turns the two or three reads of a frame (header,
+	// extended length and mask, payload) into one system call for the
+	// frames signaling sends; bigger payloads bypass it.
+	c.r = bufio.NewReaderSize(src, readBufferSize)
 	e.mu.Lock()
 	if e.closing.Load() {
 		e.mu.Unlock()

@@ -184,7 +184,8 @@ type Edge struct {
 	closing  atomic.Bool
 	connWG   sync.WaitGroup
 	dispDone chan struct{}
-	logouts  chan logoutJob
+	retryMu  sync.Mutex
+	retry    []logoutJob // logouts to try again
 	bgWG     sync.WaitGroup
 	stopBG   chan struct{}
 
@@ -269,7 +270,6 @@ func New(cfg Config) (*Edge, error) {
 		perIP:    make(map[netip.Addr]int),
 		peers:    make(map[string]map[*conn]struct{}),
 		dispDone: make(chan struct{}),
-		logouts:  make(chan logoutJob, 4096),
 		stopBG:   make(chan struct{}),
 		stats:    newStats(cfg.ID),
 	}

@@ -117,7 +117,7 @@ func (c *conn) login(f *protocol.Frame, data []byte) {
 			e.stats.logins[loginError].Add(1)
 			// The registry may have created the entry and its answer got
 			// lost: release it, or the name would stay taken.
-			e.queueLogout(name, session)
+			e.queueLogout(logoutJob{name: name, session: session})
 			c.sendError(reasonLoginFailed, errLoginFailed)
 		default:
 			e.stats.logins[loginError].Add(1)
@@ -126,7 +126,7 @@ func (c *conn) login(f *protocol.Frame, data []byte) {
 		}
 		return
 	}
-	c.name, c.nameB, c.token, c.session, c.sub = name, []byte(name), token, session, sub
+	c.name, c.nameB, c.token, c.session, c.sub, c.rev = name, []byte(name), token, session, sub, rep.Revision
 	c.sent = []string{""}
 	c.natsHdr = nats.Header{subject.HeaderFrom: {token}, subject.HeaderEdge: {e.cfg.ID}, subject.HeaderSent: c.sent}
 	e.mu.Lock()
@@ -464,24 +464,24 @@ func (c *conn) logout() {
 	resumed := c.resumed.Load()
 	held := !resumed && !c.deliberate.Load() && e.cfg.ResumeGrace > 0 && !e.closing.Load()
 	if held {
-		e.holdLocked(c.name, c.session, peer, c.natsHdr)
+		e.holdLocked(c.job(), peer, c.natsHdr)
 	}
 	e.mu.Unlock()
 	_ = c.sub.Unsubscribe()
 	e.stats.users.Add(-1)
 	if !resumed && !held {
-		e.release(c.name, c.session, peer, c.natsHdr)
+		e.release(c.job(), peer, c.natsHdr)
 	}
 }
 
 // release gives the name back to the registry and, if it was still ours,
 // tells the peer. The name goes first, so that a peer that reacts to leave
 // by calling the name again finds it free.
-func (e *Edge) release(name, session, peer string, hdr nats.Header) {
-	owned, err := e.logout(name, session)
+func (e *Edge) release(j logoutJob, peer string, hdr nats.Header) {
+	owned, err := e.logout(j)
 	if err != nil {
-		e.log.Warn("logout failed; retrying in the background", "err", err)
-		e.queueLogout(name, session)
+		e.log.Debug("logout failed; retrying in the background", "err", err)
+		e.queueLogout(j)
 		owned = true
 	}
 	if peer != "" && owned {
@@ -493,27 +493,28 @@ func (e *Edge) release(name, session, peer string, hdr nats.Header) {
 // holdLocked keeps a dropped session's name for ResumeGrace, then releases
 // it unless the client resumed meanwhile (then handOver has removed it).
 // e.mu must be held.
-func (e *Edge) holdLocked(name, session, peer string, hdr nats.Header) {
+func (e *Edge) holdLocked(j logoutJob, peer string, hdr nats.Header) {
 	if e.held == nil {
 		e.held = make(map[string]*heldSession)
 	}
-	h := &heldSession{name: name, peer: peer, hdr: hdr}
+	h := &heldSession{job: j, peer: peer, hdr: hdr}
 	h.timer = time.AfterFunc(e.cfg.ResumeGrace, func() {
 		e.mu.Lock()
-		_, ok := e.held[session]
-		delete(e.held, session)
+		_, ok := e.held[j.session]
+		delete(e.held, j.session)
 		e.mu.Unlock()
 		if ok {
-			e.release(name, session, peer, hdr)
+			e.release(j, peer, hdr)
 		}
 	})
-	e.held[session] = h
+	e.held[j.session] = h
 }
 
 type heldSession struct {
-	name, peer string
-	hdr        nats.Header
-	timer      *time.Timer
+	job   logoutJob
+	peer  string
+	hdr   nats.Header
+	timer *time.Timer
 }
 
 // handOver ends a session here that its client resumed elsewhere: a stale
@@ -554,21 +555,26 @@ func (e *Edge) releaseHeld() {
 	held := e.held
 	e.held = nil
 	e.mu.Unlock()
-	for session, h := range held {
+	for _, h := range held {
 		if h.timer.Stop() {
-			e.release(h.name, session, h.peer, h.hdr)
+			e.release(h.job, h.peer, h.hdr)
 		}
 	}
 }
 
+// logoutJob identifies a session's entry for registry.logout.
 type logoutJob struct {
 	name, session string
+	rev           uint64 // the entry's revision, when known
 }
 
-// logout asks the registry to release name if session still owns it; owned
-// reports whether it did.
-func (e *Edge) logout(name, session string) (owned bool, err error) {
-	req, _ := json.Marshal(registry.LogoutRequest{Name: name, Session: session})
+// job is the logout of c's session.
+func (c *conn) job() logoutJob { return logoutJob{name: c.name, session: c.session, rev: c.rev} }
+
+// logout asks the registry to release a session's name if it still owns
+// it; owned reports whether it did.
+func (e *Edge) logout(j logoutJob) (owned bool, err error) {
+	req, _ := json.Marshal(registry.LogoutRequest{Name: j.name, Session: j.session, Revision: j.rev})
 	resp, err := e.nc.Request(subject.RegistryLogout, req, e.cfg.RegistryTimeout)
 	if err != nil {
 		return false, err
@@ -583,45 +589,49 @@ func (e *Edge) logout(name, session string) (owned bool, err error) {
 	return rep.OK, nil
 }
 
-func (e *Edge) queueLogout(name, session string) {
-	select {
-	case e.logouts <- logoutJob{name, session}:
-	default:
-		e.log.Error("logout retry queue full; name stays taken until its edge's lease ends", "name_len", len(name))
-	}
+// queueLogout hands a failed logout to the retrier. The list is unbounded
+// on purpose: each entry is a name that would otherwise stay taken while
+// this edge lives; there are never more than the edge had users.
+func (e *Edge) queueLogout(j logoutJob) {
+	e.retryMu.Lock()
+	e.retry = append(e.retry, j)
+	e.retryMu.Unlock()
 }
 
 // logoutRetrier retries failed logouts until they succeed, so that a name is
 // not left taken by a connection that is gone while its edge lives on.
 func (e *Edge) logoutRetrier() {
 	defer e.bgWG.Done()
-	var pending []logoutJob
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
+		final := false
 		select {
-		case j := <-e.logouts:
-			pending = append(pending, j)
-			continue
 		case <-t.C:
 		case <-e.stopBG:
-			for len(e.logouts) > 0 {
-				pending = append(pending, <-e.logouts)
-			}
-			for _, j := range pending {
-				_, _ = e.logout(j.name, j.session)
-			}
-			return
+			final = true
 		}
-		if !e.nc.IsConnected() {
-			continue
-		}
-		kept := pending[:0]
-		for _, j := range pending {
-			if _, err := e.logout(j.name, j.session); err != nil {
+		e.retryMu.Lock()
+		pending := e.retry
+		e.retry = nil
+		e.retryMu.Unlock()
+		var kept []logoutJob
+		for i, j := range pending {
+			if !e.nc.IsConnected() && !final {
+				kept = append(kept, pending[i:]...)
+				break
+			}
+			if _, err := e.logout(j); err != nil && !final {
 				kept = append(kept, j)
 			}
 		}
-		pending = kept
+		if len(kept) > 0 {
+			e.retryMu.Lock()
+			e.retry = append(kept, e.retry...)
+			e.retryMu.Unlock()
+		}
+		if final {
+			return
+		}
 	}
 }

@@ -48,6 +48,9 @@ const (
 type LogoutRequest struct {
 	Name    string `json:"name"`
 	Session string `json:"session"`
+	// Revision, when set, is the revision the session's login (or resume)
+	// created: the logout is then a single delete guarded by it.
+	Revision uint64 `json:"revision,omitempty"`
 }
 
 // LogoutReply answers a LogoutRequest. OK is true when the entry of that

@@ -173,15 +173,12 @@ func (r *Registry) stopWorkers() {
 }
 
 // enqueue returns the micro handler that hands a request to the workers.
-// When they are all busy and the queue is full, it answers at once with a
-// 503 error rather than blocking the endpoint.
+// When they are all busy it waits: requests then queue in the endpoint's
+// subscription (nats.go's pending buffer), so a burst, such as every user of
+// an edge logging out at once, is served late rather than refused.
 func (r *Registry) enqueue(logout bool) micro.HandlerFunc {
 	return func(req micro.Request) {
-		select {
-		case r.work <- job{req: req, logout: logout}:
-		default:
-			_ = req.Error("503", "registry overloaded, retry", nil)
-		}
+		r.work <- job{req: req, logout: logout}
 	}
 }
 
@@ -334,11 +331,26 @@ func (r *Registry) handleLogout(req micro.Request) {
 	_ = req.RespondJSON(out)
 }
 
-// Logout removes the entry of in.Name if in.Session still owns it; it is
-// what registry.logout does. The delete is guarded by the entry's revision,
-// so it never removes an entry that a newer login created meanwhile.
+// Logout removes the entry of in.Name if in.Session still owns it (or, when
+// in.Revision is set, if the entry is still that revision); it is what
+// registry.logout does. The delete is guarded by the entry's revision, so
+// it never removes an entry that a newer login created meanwhile.
 func (r *Registry) Logout(ctx context.Context, in LogoutRequest) (LogoutReply, error) {
 	tok := names.Token(in.Name)
+	if in.Revision != 0 {
+		// The revision the login created identifies the session's entry:
+		// one guarded delete, no read first. A resume or a newer login has
+		// a newer revision, so the delete cannot touch it.
+		err := r.release(ctx, tok, in.Revision)
+		switch {
+		case err == nil:
+			return LogoutReply{OK: true}, nil
+		case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+			return LogoutReply{OK: false, Reason: ReasonNotOwner}, nil
+		default:
+			return LogoutReply{}, err
+		}
+	}
 	e, err := r.users.Get(ctx, tok)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/natsrtc/signal/cmd/internal/run"
 	"github.com/natsrtc/signal/registry"
 	"github.com/natsrtc/signal/services/cli"
@@ -72,7 +74,7 @@ func mainErr() error {
 	url := ns.ClientURL()
 	log.Info("nats server ready", "url", url, "store", ns.JetStreamConfig().StoreDir)
 
-	rnc, err := run.Connect(ctx, url, "registry", nil, log)
+	rnc, err := run.Connect(ctx, url, "registry", nil, log, nats.InProcessServer(ns))
 	if err != nil {
 		return err
 	}
@@ -85,7 +87,7 @@ func mainErr() error {
 		return errors.Join(reg.Stop(), natsconn.Drain(ctx, rnc))
 	}
 
-	enc, err := run.Connect(ctx, url, "edge", nil, log)
+	enc, err := run.Connect(ctx, url, "edge", nil, log, nats.InProcessServer(ns))
 	if err != nil {
 		return errors.Join(err, stopRegistry(context.Background()))
 	}

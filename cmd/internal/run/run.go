@@ -219,8 +219,8 @@ func (f *RegistryFlags) Config(nc *nats.Conn, log *slog.Logger) registry.Config 
 
 // Connect connects to NATS for one service and waits, within ctx, until the
 // connection is up. auth may be nil (the embedded server needs none).
-func Connect(ctx context.Context, url, name string, auth *cli.NATSAuth, log *slog.Logger) (*nats.Conn, error) {
-	cfg := natsconn.Config{URL: url, Name: name, Logger: log}
+func Connect(ctx context.Context, url, name string, auth *cli.NATSAuth, log *slog.Logger, opts ...nats.Option) (*nats.Conn, error) {
+	cfg := natsconn.Config{URL: url, Name: name, Logger: log, Options: opts}
 	if auth != nil {
 		cfg.User, cfg.Password, cfg.Creds, cfg.NKey = *auth.User, *auth.Password, *auth.Creds, *auth.NKey
 		cfg.CA, cfg.Cert, cfg.Key = *auth.CA, *auth.Cert, *auth.Key
