@@ -68,7 +68,8 @@ func TestNATSRestart(t *testing.T) {
 	a := loginRetry(t, url1, "a", 10*time.Second)
 	b := loginRetry(t, url2, "b", 10*time.Second)
 
-	// Load: a sends b a candidate every 5ms and b reads them; during the
+	// Load: a sends b a candidate every 20ms (within the default rate limit)
+	// and b reads them; during the
 	// outage a gets error frames instead.
 	var sent, delivered, errored atomic.Int64
 	stop := make(chan struct{})
@@ -80,7 +81,7 @@ func TestNATSRestart(t *testing.T) {
 			select {
 			case <-stop:
 				return
-			case <-time.After(5 * time.Millisecond):
+			case <-time.After(20 * time.Millisecond):
 			}
 			if a.SendRaw([]byte(fmt.Sprintf(`{"type":"candidate","name":"b","candidate":%d}`, i))) == nil {
 				sent.Add(1)
