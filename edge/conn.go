@@ -60,8 +60,12 @@ type conn struct {
 
 	hdr [ws.MaxHeaderSize]byte
 	ctl [125]byte
-	out []byte   // scratch for the frame being published
-	pub nats.Msg // scratch publish message
+	msg *[]byte    // a message being assembled from fragments; nil between messages
+	op  ws.OpCode  // its opcode
+	fd  int        // the socket, when the poller watches it (else -1)
+	rmu sync.Mutex // held by the polled reader
+	out []byte     // scratch for the frame being published
+	pub nats.Msg   // scratch publish message
 
 	// Login state, set by the read loop; read by other goroutines only
 	// through e.mu (bySub, peers) or after the loop has ended.
@@ -134,16 +138,19 @@ func (e *Edge) upgrade(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &conn{e: e, id: e.nextID.Add(1), nc: nc, r: nc, ip: ip, authName: authName}
 	c.lastRead.Store(time.Now().UnixNano())
+	c.fd = -1
 	var src io.Reader = nc
-	if n := rw.Reader.Buffered(); n > 0 {
-		// The client sent frames right behind its request.
-		pre, _ := rw.Reader.Peek(n)
-		src = io.MultiReader(bytes.NewReader(bytes.Clone(pre)), nc)
+	pre := rw.Reader.Buffered()
+	if e.poll != nil && pre == 0 {
+		if fd, err := socket(c); err == nil {
+			c.fd = fd
+		}
 	}
-	// A small buffer turns the two or three reads of a frame (header,
-	// extended length and mask, payload) into one system call for the
-	// frames signaling sends; bigger payloads bypass it.
-	c.r = bufio.NewReaderSize(src, readBufferSize)
+	if pre > 0 {
+		// The client sent frames right behind its request.
+		b, _ := rw.Reader.Peek(pre)
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(b)), nc)
+	}
 	e.mu.Lock()
 	if e.closing.Load() {
 		e.mu.Unlock()
@@ -156,88 +163,90 @@ func (e *Edge) upgrade(w http.ResponseWriter, r *http.Request) {
 	e.connWG.Add(1)
 	e.mu.Unlock()
 	e.stats.connections.Add(1)
-	// A new goroutine, so that the HTTP server's (larger) stack is not kept
-	// for the life of the socket.
+	if c.fd >= 0 {
+		if e.poll.watch(c) == nil {
+			return // the poller calls readReady when the client sends something
+		}
+		c.fd = -1 // never watched: no event can race this write
+	}
+	// A small buffer turns the two or three reads of a frame (header,
+	// extended length and mask, payload) into one system call for the
+	// frames signaling sends; bigger payloads bypass it. A new goroutine,
+	// so that the HTTP server's (larger) stack is not kept for the life of
+	// the socket.
+	c.r = bufio.NewReaderSize(src, readBufferSize)
 	go c.serve()
 }
 
-// serve reads frames until the socket ends, then tears the connection down.
+// serve reads frames until the socket ends, then tears the connection
+// down. It is the reader of connections the poller cannot watch (TLS, or
+// bytes already buffered by the upgrade, or no poller on this system).
 func (c *conn) serve() {
 	defer c.teardown()
-	max := int64(c.e.cfg.MaxFrameSize)
-	var (
-		msg   *[]byte // message being assembled; nil between messages
-		op    ws.OpCode
-		inMsg bool
-	)
-	defer func() {
-		if msg != nil {
-			readBufs.Put(msg)
-		}
-	}()
-	for {
-		h, err := ws.ReadHeaderBuffer(c.r, c.hdr[:])
-		if err != nil {
-			return
-		}
-		c.lastRead.Store(time.Now().UnixNano())
-		c.pinged.Store(false)
-		if h.Rsv != 0 || !h.Masked {
-			c.fail(closeProtocol)
-			return
-		}
-		if h.OpCode.IsControl() {
-			if !h.Fin || h.Length > int64(len(c.ctl)) {
-				c.fail(closeProtocol)
-				return
-			}
-			p := c.ctl[:h.Length]
-			if _, err := io.ReadFull(c.r, p); err != nil {
-				return
-			}
-			ws.Cipher(p, h.Mask, 0)
-			if !c.control(h.OpCode, p) {
-				return
-			}
-			continue
-		}
-		switch h.OpCode {
-		case ws.OpContinuation:
-			if !inMsg {
-				c.fail(closeProtocol)
-				return
-			}
-		case ws.OpText, ws.OpBinary:
-			if inMsg {
-				c.fail(closeProtocol)
-				return
-			}
-			op, inMsg = h.OpCode, true
-			msg = readBufs.Get().(*[]byte)
-			*msg = (*msg)[:0]
-		default:
-			c.fail(closeProtocol)
-			return
-		}
-		if int64(len(*msg))+h.Length > max {
-			c.fail(closeTooBig)
-			return
-		}
-		start := len(*msg)
-		if *msg, err = readPayload(c.r, *msg, int(h.Length)); err != nil {
-			return
-		}
-		ws.Cipher((*msg)[start:], h.Mask, 0)
-		if !h.Fin {
-			continue
-		}
-		ok := c.message(op, *msg)
-		readBufs.Put(msg)
-		msg, inMsg = nil, false
-		if !ok {
-			return
-		}
+	for c.readFrame(c.r) {
 	}
+}
+
+// readFrame reads one frame from r and acts on it. A message in fragments
+// is assembled across calls. It returns false when the connection is done.
+func (c *conn) readFrame(r io.Reader) bool {
+	h, err := ws.ReadHeaderBuffer(r, c.hdr[:])
+	if err != nil {
+		return false
+	}
+	c.lastRead.Store(time.Now().UnixNano())
+	c.pinged.Store(false)
+	if h.Rsv != 0 || !h.Masked {
+		c.fail(closeProtocol)
+		return false
+	}
+	if h.OpCode.IsControl() {
+		if !h.Fin || h.Length > int64(len(c.ctl)) {
+			c.fail(closeProtocol)
+			return false
+		}
+		p := c.ctl[:h.Length]
+		if _, err := io.ReadFull(r, p); err != nil {
+			return false
+		}
+		ws.Cipher(p, h.Mask, 0)
+		return c.control(h.OpCode, p)
+	}
+	switch h.OpCode {
+	case ws.OpContinuation:
+		if c.msg == nil {
+			c.fail(closeProtocol)
+			return false
+		}
+	case ws.OpText, ws.OpBinary:
+		if c.msg != nil {
+			c.fail(closeProtocol)
+			return false
+		}
+		c.op = h.OpCode
+		c.msg = readBufs.Get().(*[]byte)
+		*c.msg = (*c.msg)[:0]
+	default:
+		c.fail(closeProtocol)
+		return false
+	}
+	msg := c.msg
+	if int64(len(*msg))+h.Length > int64(c.e.cfg.MaxFrameSize) {
+		c.fail(closeTooBig)
+		return false
+	}
+	start := len(*msg)
+	if *msg, err = readPayload(r, *msg, int(h.Length)); err != nil {
+		return false
+	}
+	ws.Cipher((*msg)[start:], h.Mask, 0)
+	if !h.Fin {
+		return true
+	}
+	c.msg = nil
+	ok := c.message(c.op, *msg)
+	readBufs.Put(msg)
+	return ok
 }
 
 // readPayload appends n bytes from r to b, growing b as the bytes arrive
@@ -413,14 +422,14 @@ func (c *conn) writeLoop() {
 			c.closeSent = true
 			c.queue = nil
 			c.wmu.Unlock()
-			_ = c.nc.Close() // the read loop sees it and tears down
+			c.kill() // the reader sees it and tears down
 			return
 		}
 		if sentClose {
-			// After our close frame the read loop waits for the client's
-			// (bounded); after echoing the client's, the read loop has
-			// already ended and done is set: the loop above closes.
-			_ = c.nc.SetReadDeadline(time.Now().Add(c.e.cfg.CloseTimeout))
+			// After our close frame the reader waits for the client's, for
+			// CloseTimeout at most; after echoing the client's, the reader
+			// has already ended and done is set: the loop above closes.
+			time.AfterFunc(c.e.cfg.CloseTimeout, c.kill)
 		}
 	}
 }
@@ -456,12 +465,26 @@ func (c *conn) fail(cr closeReason) {
 	c.closeWith(cr)
 }
 
-// abort closes the socket at once, without a close handshake.
+// abort ends the connection at once, without a close handshake.
 func (c *conn) abort() {
 	c.wmu.Lock()
 	c.closeSent = true
 	c.wmu.Unlock()
+	c.kill()
+}
+
+// kill cuts the socket so that its reader, wherever it is, sees the end and
+// tears the connection down (which closes it): a reading goroutine wakes
+// from its deadline; a polled socket becomes readable (end of stream) once
+// shut down. Closing it here would not do: a closed socket leaves the
+// poller without an event.
+func (c *conn) kill() {
 	_ = c.nc.SetDeadline(time.Now())
+	if tc, ok := c.nc.(*net.TCPConn); ok {
+		_ = tc.CloseRead()
+		_ = tc.CloseWrite()
+		return
+	}
 	_ = c.nc.Close()
 }
 
@@ -469,6 +492,13 @@ func (c *conn) abort() {
 // if it still has a close frame to send), the name released and the peer
 // told.
 func (c *conn) teardown() {
+	if c.fd >= 0 {
+		c.e.poll.forget(c)
+	}
+	if c.msg != nil {
+		readBufs.Put(c.msg)
+		c.msg = nil
+	}
 	c.wmu.Lock()
 	c.done = true
 	writing := c.writing

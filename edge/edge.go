@@ -149,6 +149,10 @@ type Config struct {
 	// MaxCandidates bounds the candidates a connection sends between two
 	// offers or answers. Zero: DefaultMaxCandidates.
 	MaxCandidates int
+	// NoPoller gives every connection its own reading goroutine even where
+	// the edge can watch idle sockets with epoll (Linux), which saves a
+	// goroutine and a read buffer per idle connection. Zero: the poller.
+	NoPoller bool
 	// Logger; zero: slog.Default().
 	Logger *slog.Logger
 }
@@ -166,6 +170,7 @@ type Edge struct {
 	subs     []*nats.Subscription
 	svc      micro.Service
 	srv      *http.Server
+	poll     *poller // nil: a reading goroutine per connection
 	js       jetstream.JetStream
 	kvMu     sync.Mutex
 	kv       jetstream.KeyValue // users bucket, read-only here
@@ -316,6 +321,12 @@ func New(cfg Config) (*Edge, error) {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
 
+	if !cfg.NoPoller {
+		if e.poll, err = newPoller(e); err != nil {
+			e.log.Info("no socket poller; one goroutine per connection", "err", err)
+			e.poll = nil
+		}
+	}
 	go e.dispatch()
 	e.bgWG.Add(3)
 	go e.logoutRetrier()
@@ -428,6 +439,9 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 			c.abort()
 		}
 		err = errors.Join(err, ctx.Err())
+	}
+	if e.poll != nil {
+		e.poll.close()
 	}
 	// Dropped sessions waiting for a resume are released now, and logouts
 	// that failed so far get one more try while NATS is still here.

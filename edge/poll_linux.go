@@ -1,0 +1,149 @@
+//go:build linux
+
+package edge
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// poller watches idle client sockets with one epoll instance, so that an
+// idle connection costs no goroutine and no read buffer: when a socket has
+// data, a goroutine takes a pooled buffer, reads what is there, gives the
+// buffer back and asks to be told again (EPOLLONESHOT, so one reader at a
+// time). This is what keeps memory per idle user small; Go's own poller
+// would need a goroutine parked in Read per socket.
+//
+// The socket stays in Go's poller too: reads go through net.Conn as usual,
+// and one that finds no data (a frame whose rest is still on its way) parks
+// like any other.
+type poller struct {
+	e      *Edge
+	epfd   int
+	closed atomic.Bool
+	done   chan struct{}
+}
+
+func newPoller(e *Edge) (*poller, error) {
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	p := &poller{e: e, epfd: fd, done: make(chan struct{})}
+	go p.wait()
+	return p, nil
+}
+
+// pollEvents: readable, or the peer closed or reset.
+const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
+
+// socket finds c's socket descriptor, so that c.fd is set before c is
+// published to the poller's goroutine (through e.byID, under e.mu). It fails
+// for sockets that are not plain TCP (TLS keeps decrypted bytes the kernel
+// does not know about).
+func socket(c *conn) (int, error) {
+	tc, ok := c.nc.(*net.TCPConn)
+	if !ok {
+		return -1, errors.New("not a TCP socket")
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+// watch registers c's socket (c.fd) with the poller.
+func (p *poller) watch(c *conn) error {
+	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, c.fd, p.event(c))
+}
+
+func (p *poller) event(c *conn) *unix.EpollEvent {
+	ev := &unix.EpollEvent{Events: pollEvents}
+	// epoll_data is 64 bits: Fd and Pad together hold the connection id.
+	*(*uint64)(unsafe.Pointer(&ev.Fd)) = c.id
+	return ev
+}
+
+// rearm asks to be told when c's socket is readable again. Level-triggered:
+// data that arrived meanwhile fires at once.
+func (p *poller) rearm(c *conn) error {
+	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, c.fd, p.event(c))
+}
+
+// forget removes c's socket before it is closed.
+func (p *poller) forget(c *conn) {
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+}
+
+func (p *poller) wait() {
+	defer close(p.done)
+	events := make([]unix.EpollEvent, 512)
+	for !p.closed.Load() {
+		n, err := unix.EpollWait(p.epfd, events, 250)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			p.e.log.Error("epoll_wait failed; polled sockets are stuck", "err", err)
+			return
+		}
+		for i := range n {
+			id := *(*uint64)(unsafe.Pointer(&events[i].Fd))
+			p.e.mu.RLock()
+			c := p.e.byID[id]
+			p.e.mu.RUnlock()
+			if c != nil {
+				go c.readReady()
+			}
+		}
+	}
+}
+
+// close stops the poller once every socket is gone.
+func (p *poller) close() {
+	if p.closed.CompareAndSwap(false, true) {
+		<-p.done
+		_ = unix.Close(p.epfd)
+	}
+}
+
+var pollBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+
+// readReady reads and handles the frames that have arrived on c's socket,
+// then hands the socket back to the poller.
+func (c *conn) readReady() {
+	// One reader at a time is what EPOLLONESHOT ensures; the lock makes
+	// that order visible to Go's memory model (and the race detector),
+	// which cannot see the kernel's. It is never contended.
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	br := pollBufs.Get().(*bufio.Reader)
+	br.Reset(c.nc)
+	for {
+		if !c.readFrame(br) {
+			br.Reset(nil)
+			pollBufs.Put(br)
+			c.teardown()
+			return
+		}
+		if br.Buffered() == 0 {
+			break
+		}
+	}
+	br.Reset(nil)
+	pollBufs.Put(br)
+	if err := c.e.poll.rearm(c); err != nil {
+		c.teardown()
+	}
+}
