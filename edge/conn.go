@@ -65,7 +65,6 @@ type conn struct {
 	fd  int        // the socket, when the poller watches it (else -1)
 	rmu sync.Mutex // held by the polled reader
 	out []byte     // scratch for the frame being published
-	pub nats.Msg   // scratch publish message
 
 	// Login state, set by the read loop; read by other goroutines only
 	// through e.mu (bySub, peers) or after the loop has ended.

@@ -235,8 +235,8 @@ func (c *conn) relay(f *protocol.Frame) {
 	// allocated per message.
 	c.sentBuf = strconv.AppendInt(c.sentBuf[:0], time.Now().UnixNano(), 10)
 	c.sent[0] = unsafe.String(unsafe.SliceData(c.sentBuf), len(c.sentBuf))
-	c.pub = nats.Msg{Subject: c.lastSubj, Reply: c.lastReply, Header: c.natsHdr, Data: out}
-	if err := e.nc.PublishMsg(&c.pub); err != nil {
+	pub := nats.Msg{Subject: c.lastSubj, Reply: c.lastReply, Header: c.natsHdr, Data: out}
+	if err := e.nc.PublishMsg(&pub); err != nil {
 		c.sendError(reasonBusDown, errBusDown)
 		return
 	}
