@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -58,14 +59,19 @@ func NATSReady(nc *nats.Conn) Check {
 	}
 }
 
-// Handler serves /metrics, /healthz (always 200 while the process serves)
-// and /readyz (200 when every check passes, else 503 with the reasons).
+// Handler serves /metrics, /healthz (always 200 while the process serves),
+// /readyz (200 when every check passes, else 503 with the reasons) and the
+// runtime profiles under /debug/pprof/.
 func Handler(r *prometheus.Registry, checks ...Check) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(r, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	// Profiles, for finding where time and bytes go (docs: runtime/pprof).
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		var errs []error
 		for _, c := range checks {
