@@ -44,7 +44,7 @@ func TestKillEdge(t *testing.T) {
 	expect(t, b2, `{"type":"answer","answer":3}`)
 
 	start := time.Now()
-	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := victim.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup

@@ -3,7 +3,6 @@ package main_test
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,28 +14,8 @@ import (
 	"github.com/natsrtc/signal/services/client"
 )
 
-var (
-	natsServerOnce sync.Once
-	natsServerBin  string
-	natsServerErr  error
-)
-
-// natsServer builds nats-server from the module version in go.mod.
-func natsServer(t *testing.T) string {
-	t.Helper()
-	dir := binaries(t)
-	natsServerOnce.Do(func() {
-		natsServerBin = filepath.Join(dir, "nats-server")
-		out, err := exec.Command("go", "build", "-o", natsServerBin, "github.com/nats-io/nats-server/v2").CombinedOutput()
-		if err != nil {
-			natsServerErr = fmt.Errorf("build nats-server: %v\n%s", err, out)
-		}
-	})
-	if natsServerErr != nil {
-		t.Fatal(natsServerErr)
-	}
-	return natsServerBin
-}
+// natsServer is nats-server, built from the module version in go.mod.
+func natsServer(t *testing.T) string { return filepath.Join(binaries(t), "nats-server") }
 
 // TestNATSRestart stops the NATS server under a registry and two edge
 // processes while clients relay, then starts it again on the same store:
@@ -122,8 +101,8 @@ func TestNATSRestart(t *testing.T) {
 		t.Fatal("nothing relayed before the outage")
 	}
 
-	_ = nats1.cmd.Process.Signal(syscall.SIGKILL)
-	<-nats1.done
+	_ = nats1.Cmd.Process.Signal(syscall.SIGKILL)
+	<-nats1.Done
 	down := time.Now()
 	time.Sleep(1500 * time.Millisecond)
 	drainErrors()
@@ -203,12 +182,12 @@ func TestNATSRestart(t *testing.T) {
 	}
 	for _, p := range []*proc{reg, e1, e2} {
 		select {
-		case <-p.done:
-			t.Fatalf("a process exited: %v\n%s", p.err, p.out.String())
+		case <-p.Done:
+			t.Fatalf("a process exited: %v\n%s", p.Err, p.Out.String())
 		default:
 		}
 	}
-	if strings.Contains(reg.out.String(), "panic") || strings.Contains(e1.out.String(), "panic") {
+	if strings.Contains(reg.Out.String(), "panic") || strings.Contains(e1.Out.String(), "panic") {
 		t.Fatal("panic in a service log")
 	}
 }

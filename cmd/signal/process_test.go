@@ -1,18 +1,13 @@
 package main_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,34 +17,22 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/natsrtc/signal/services/client"
+	"github.com/natsrtc/signal/services/proctest"
 )
+
+func TestMain(m *testing.M) { proctest.Main(m) }
 
 var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
+	binaries = proctest.Binaries
+	freePort = proctest.FreePort
+	waitTCP  = proctest.WaitTCP
 )
 
-// binaries builds cmd/signal and cmd/edge once per test run.
-func binaries(t *testing.T) string {
+type proc = proctest.Proc
+
+func startProc(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "signal-bin-")
-		if buildErr != nil {
-			return
-		}
-		for _, cmd := range []string{"signal", "edge", "registry"} {
-			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, cmd), "../"+cmd).CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", cmd, err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binDir
+	return proctest.Start(t, bin, args...)
 }
 
 func httpGet(t *testing.T, url string) string {
@@ -61,73 +44,6 @@ func httpGet(t *testing.T, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-type proc struct {
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{}
-	err  error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func startProc(t *testing.T, bin string, args ...string) *proc {
-	t.Helper()
-	p := &proc{cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.Env = append(os.Environ(), "NATS_URL=")
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(bin), p.out.String())
-		}
-	})
-	return p
-}
-
-func waitTCP(t *testing.T, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s never accepted connections", addr)
 }
 
 func dial(t *testing.T, url, name string) *client.Client {
@@ -253,15 +169,15 @@ func TestBinaries(t *testing.T) {
 	_ = b.SendRaw([]byte(`{"type":"offer","name":"alice","offer":2}`))
 	expect(t, a, `{"type":"offer","offer":2,"name":"bob"}`)
 	start := time.Now()
-	_ = ed.cmd.Process.Signal(syscall.SIGTERM)
+	_ = ed.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-ed.done:
+	case <-ed.Done:
 	case <-time.After(20 * time.Second):
 		t.Fatal("edge did not exit after SIGTERM")
 	}
 	t.Logf("edge: SIGTERM to exit in %v", time.Since(start))
-	if ed.err != nil {
-		t.Fatalf("edge exit: %v", ed.err)
+	if ed.Err != nil {
+		t.Fatalf("edge exit: %v", ed.Err)
 	}
 	<-b.Done()
 	if code, _ := b.CloseStatus(); code != ws.StatusGoingAway {
@@ -270,16 +186,16 @@ func TestBinaries(t *testing.T) {
 	expect(t, a, `{"type":"leave"}`)
 	dial(t, url1, "bob")
 
-	_ = sig.cmd.Process.Signal(syscall.SIGTERM)
+	_ = sig.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-sig.done:
+	case <-sig.Done:
 	case <-time.After(20 * time.Second):
 		t.Fatal("signal did not exit after SIGTERM")
 	}
-	if sig.err != nil {
-		t.Fatalf("signal exit: %v", sig.err)
+	if sig.Err != nil {
+		t.Fatalf("signal exit: %v", sig.Err)
 	}
-	if !strings.Contains(sig.out.String(), "nats server stopped") {
-		t.Fatalf("signal did not stop its NATS server last:\n%s", sig.out.String())
+	if !strings.Contains(sig.Out.String(), "nats server stopped") {
+		t.Fatalf("signal did not stop its NATS server last:\n%s", sig.Out.String())
 	}
 }

@@ -44,15 +44,15 @@ func TestRestartSignal(t *testing.T) {
 	quit := loginRetry(t, url2, "quit", 10*time.Second)
 	loginRetry(t, url3, "doomed", 10*time.Second)
 
-	_ = sig.cmd.Process.Signal(syscall.SIGTERM)
-	<-sig.done
-	if sig.err != nil {
-		t.Fatalf("signal exit: %v", sig.err)
+	_ = sig.Cmd.Process.Signal(syscall.SIGTERM)
+	<-sig.Done
+	if sig.Err != nil {
+		t.Fatalf("signal exit: %v", sig.Err)
 	}
 	// While NATS is down: a client leaves properly, and an edge dies.
 	_ = quit.Close()
-	_ = e3.cmd.Process.Signal(syscall.SIGKILL)
-	<-e3.done
+	_ = e3.Cmd.Process.Signal(syscall.SIGKILL)
+	<-e3.Done
 	time.Sleep(500 * time.Millisecond)
 
 	startSignal()
