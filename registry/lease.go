@@ -64,6 +64,7 @@ type leases struct {
 	edges  jetstream.KeyValue
 	users  map[string]holder    // token -> holder
 	seen   map[string]time.Time // edge instance -> last heartbeat (local clock)
+	revs   map[string]uint64    // edge instance -> revision of its last heartbeat seen
 	busy   map[string]bool      // tokens being released
 	mu     sync.Mutex           // guards busy
 	online bool
@@ -86,6 +87,7 @@ func (r *Registry) startLeases(ctx context.Context, js jetstream.JetStream) erro
 		edges: edges,
 		users: make(map[string]holder),
 		seen:  make(map[string]time.Time),
+		revs:  make(map[string]uint64),
 		busy:  make(map[string]bool),
 		now:   time.Now,
 	}
@@ -133,6 +135,7 @@ func (l *leases) run(ctx context.Context, users, edges <-chan jetstream.KeyValue
 				var lease EdgeLease
 				if json.Unmarshal(e.Value(), &lease) == nil && lease.Instance != "" {
 					l.seen[lease.Instance] = l.now()
+					l.revs[lease.Instance] = e.Revision()
 				}
 			}
 		case <-t.C:
@@ -201,6 +204,26 @@ func (l *leases) sweep() {
 	if len(expired) == 0 {
 		return
 	}
+	// The watch may have stalled (a NATS node went away under it), which
+	// looks like every edge going silent at once: confirm each lapsed lease
+	// with a fresh read of the edges bucket before releasing anything.
+	confirmed := map[string]bool{}
+	kept := expired[:0]
+	for _, x := range expired {
+		inst := x.h.instance
+		ok, done := confirmed[inst]
+		if !done {
+			ok = l.lapsed(x.h.edge, inst, now)
+			confirmed[inst] = ok
+		}
+		if ok {
+			kept = append(kept, x)
+		}
+	}
+	expired = kept
+	if len(expired) == 0 {
+		return
+	}
 	l.r.log.Info("edge lease lapsed; releasing its names", "names", len(expired), "edge", expired[0].h.edge)
 	sem := make(chan struct{}, 16)
 	for _, x := range expired {
@@ -245,4 +268,30 @@ func (l *leases) release(tok string, h holder) {
 func (r *Registry) announceOffline(tok string, h holder, reason string) {
 	b, _ := json.Marshal(Offline{Name: h.name, Edge: h.edge, Instance: h.instance, Session: h.session, Reason: reason})
 	_ = r.cfg.NC.Publish(subject.PresenceOffline(tok), b)
+}
+
+// lapsed reads the lease of edge from the bucket: it has lapsed if the key
+// is gone or holds another instance or no newer heartbeat than the last one
+// seen. When the bucket cannot be read, nothing is released this round.
+func (l *leases) lapsed(edge, instance string, now time.Time) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), l.r.cfg.Timeout)
+	defer cancel()
+	e, err := l.edges.Get(ctx, edge)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		return true
+	case err != nil:
+		l.r.log.Warn("cannot read the edges bucket; releasing nothing", "err", err)
+		return false
+	}
+	var lease EdgeLease
+	if json.Unmarshal(e.Value(), &lease) != nil || lease.Instance != instance {
+		return true
+	}
+	if e.Revision() != l.revs[instance] {
+		l.seen[instance] = now // a heartbeat the watch did not deliver
+		l.revs[instance] = e.Revision()
+		return false
+	}
+	return true
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/natsrtc/signal/cmd/internal/run"
 	"github.com/natsrtc/signal/registry"
@@ -49,10 +50,23 @@ func mainErr() error {
 	if err != nil {
 		return err
 	}
-	reg, err := registry.New(ctx, rf.Config(nc, log))
-	if err != nil {
-		nc.Close()
-		return err
+	// Creating the buckets can fail for a moment on a cluster that is still
+	// forming, or when registries start together: try again until stopped.
+	var reg *registry.Registry
+	for {
+		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+		reg, err = registry.New(actx, rf.Config(nc, log))
+		acancel()
+		if err == nil {
+			break
+		}
+		log.Warn("registry not started; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			nc.Close()
+			return err
+		case <-time.After(time.Second):
+		}
 	}
 	mr := metrics.NewRegistry()
 	mr.MustRegister(reg.Collectors()...)
