@@ -58,13 +58,14 @@ type conn struct {
 	logins    int    // login attempts
 	cands     int    // candidates sent since the last offer or answer
 
-	hdr [ws.MaxHeaderSize]byte
-	ctl [125]byte
-	msg *[]byte    // a message being assembled from fragments; nil between messages
-	op  ws.OpCode  // its opcode
-	fd  int        // the socket, when the poller watches it (else -1)
-	rmu sync.Mutex // held by the polled reader
-	out []byte     // scratch for the frame being published
+	hdr   [ws.MaxHeaderSize]byte
+	ctl   [125]byte
+	msg   *[]byte     // a message being assembled from fragments; nil between messages
+	op    ws.OpCode   // its opcode
+	fd    int         // the socket, when the poller watches it (else -1)
+	rmu   sync.Mutex  // held by the polled reader
+	ended atomic.Bool // teardown has run
+	out   []byte      // scratch for the frame being published
 
 	// Login state, set by the read loop; read by other goroutines only
 	// through e.mu (bySub, peers) or after the loop has ended.
@@ -183,6 +184,9 @@ func (e *Edge) upgrade(w http.ResponseWriter, r *http.Request) {
 func (c *conn) serve() {
 	defer c.teardown()
 	for c.readFrame(c.r) {
+		if d := c.throttle(); d > 0 {
+			time.Sleep(d) // over its rate: let TCP slow the sender down
+		}
 	}
 }
 
@@ -491,6 +495,9 @@ func (c *conn) kill() {
 // if it still has a close frame to send), the name released and the peer
 // told.
 func (c *conn) teardown() {
+	if !c.ended.CompareAndSwap(false, true) {
+		return
+	}
 	if c.fd >= 0 {
 		c.e.poll.forget(c)
 	}

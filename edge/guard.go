@@ -202,3 +202,13 @@ func (c *conn) limited() (drop, ok bool) {
 	}
 	return true, true
 }
+
+// throttle is how long to stop reading from a connection that has used up
+// its rate: until it has earned one message again. Zero when it may send.
+func (c *conn) throttle() time.Duration {
+	rate := c.e.cfg.Rate
+	if rate <= 0 || c.bucket.tokens >= 1 || c.bucket.last == 0 {
+		return 0
+	}
+	return time.Duration((1 - c.bucket.tokens) / rate * float64(time.Second))
+}

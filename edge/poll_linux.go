@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -143,6 +144,26 @@ func (c *conn) readReady() {
 	}
 	br.Reset(nil)
 	pollBufs.Put(br)
+	if d := c.throttle(); d > 0 {
+		// Over its rate: leave its bytes in the kernel for a while, so
+		// that TCP slows the sender down instead of this edge spending
+		// CPU on frames it would drop.
+		time.AfterFunc(d, c.rearmLater)
+		return
+	}
+	if err := c.e.poll.rearm(c); err != nil {
+		c.teardown()
+	}
+}
+
+// rearmLater hands a throttled socket back to the poller, unless the
+// connection ended meanwhile.
+func (c *conn) rearmLater() {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.ended.Load() {
+		return
+	}
 	if err := c.e.poll.rearm(c); err != nil {
 		c.teardown()
 	}
