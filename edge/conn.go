@@ -65,7 +65,11 @@ type conn struct {
 	fd    int         // the socket, when the poller watches it (else -1)
 	rmu   sync.Mutex  // held by the polled reader
 	ended atomic.Bool // teardown has run
-	out   []byte      // scratch for the frame being published
+	// revoked: the session's name now belongs to someone else (a resume,
+	// or a release while this edge was cut off); nothing it sends counts.
+	revoked atomic.Bool
+	gone    bool   // logged out; guarded by e.mu
+	out     []byte // scratch for the frame being published
 
 	// Login state, set by the read loop; read by other goroutines only
 	// through e.mu (bySub, peers) or after the loop has ended.
@@ -274,6 +278,11 @@ func readPayload(r io.Reader, b []byte, n int) ([]byte, error) {
 func (c *conn) control(op ws.OpCode, p []byte) bool {
 	switch op {
 	case ws.OpPing:
+		// Pings count against the rate like messages, and their pongs
+		// against the write queue, so a ping flood costs only its sender.
+		if drop, ok := c.limited(); drop {
+			return ok
+		}
 		c.enqueue(ws.OpPong, bytes.Clone(p))
 		return true
 	case ws.OpPong:
@@ -300,6 +309,9 @@ func (c *conn) control(op ws.OpCode, p []byte) bool {
 
 // message handles one complete client message; false ends the read loop.
 func (c *conn) message(op ws.OpCode, data []byte) bool {
+	if c.revoked.Load() {
+		return true // closing: its name is gone, it speaks for nobody
+	}
 	if drop, ok := c.limited(); drop {
 		return ok
 	}
@@ -350,11 +362,11 @@ func (c *conn) sendError(r reason, msg string) {
 // not hold memory or anyone else. It reports whether the frame was queued.
 func (c *conn) enqueue(op ws.OpCode, data []byte) bool {
 	c.wmu.Lock()
-	if c.closeSent || c.done && op != ws.OpClose {
+	if c.closeSent || c.done {
 		c.wmu.Unlock()
 		return false
 	}
-	if !op.IsControl() && (len(c.queue) >= c.e.cfg.WriteQueue || c.queued+len(data) > c.e.cfg.WriteQueueBytes) {
+	if op != ws.OpClose && (len(c.queue) >= c.e.cfg.WriteQueue || c.queued+len(data) > c.e.cfg.WriteQueueBytes) {
 		c.wmu.Unlock()
 		c.e.stats.errors[reasonSlowClient].Add(1)
 		c.e.log.Debug("write queue full; disconnecting client", "conn", c.id)

@@ -439,9 +439,26 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 			c.abort()
 		}
 		err = errors.Join(err, ctx.Err())
+		// Their readers see the end (the poller reports it) and tear them
+		// down; give that a moment, then do it here for any left.
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+		}
 	}
 	if e.poll != nil {
 		e.poll.close()
+	}
+	e.mu.RLock()
+	left := make([]*conn, 0, len(e.conns))
+	for c := range e.conns {
+		left = append(left, c)
+	}
+	e.mu.RUnlock()
+	for _, c := range left {
+		c.rmu.Lock()
+		c.teardown()
+		c.rmu.Unlock()
 	}
 	// Dropped sessions waiting for a resume are released now, and logouts
 	// that failed so far get one more try while NATS is still here.

@@ -172,6 +172,9 @@ func (b *bucket) allow(now int64, rate float64, burst int) bool {
 	b.last = now
 	if b.tokens >= 1 {
 		b.tokens--
+		if b.refused > 0 {
+			b.refused-- // forgiven slowly: only a sender that keeps flooding is closed
+		}
 		return true
 	}
 	b.refused++

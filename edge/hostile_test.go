@@ -61,6 +61,36 @@ func TestHostileClients(t *testing.T) {
 			t.Fatalf("got %+v, %v; want a close frame", h, err)
 		}
 	})
+	t.Run("ping flood without reading", func(t *testing.T) {
+		before := e.Stats().Connections
+		nc := rawDial(t, nil, hostport)
+		ping, _ := ws.CompileFrame(ws.MaskFrameInPlace(ws.NewPingFrame(make([]byte, 125))))
+		var burst []byte
+		for range 100 {
+			burst = append(burst, ping...)
+		}
+		_ = nc.SetWriteDeadline(time.Now().Add(3 * time.Second))
+		for range 500 { // 50,000 pings, 6 MB of pongs if all were answered
+			if _, err := nc.Write(burst); err != nil {
+				break // cut off: what should happen
+			}
+		}
+		// The edge throttles it (rate limit), closes it for abuse or for
+		// not reading, and holds nothing for it once it is gone. (A flood
+		// cut off in the middle of a frame leaves the edge waiting for the
+		// rest until the dead-socket check, 30s by default: close it.)
+		if e.Stats().Errors == 0 {
+			t.Fatal("the ping flood was not limited")
+		}
+		_ = nc.Close()
+		deadline := time.Now().Add(wait)
+		for e.Stats().Connections > before && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := e.Stats().Connections; n > before {
+			t.Fatalf("%d connections open after the ping flood, %d before; %+v", n, before, e.Stats())
+		}
+	})
 	t.Run("binary frame", func(t *testing.T) {
 		c := dial(t, url)
 		_ = c.WriteFrame(ws.OpBinary, true, []byte{0, 1, 2})

@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -20,6 +21,7 @@ func (e *Edge) heartbeat() {
 	t := time.NewTicker(e.cfg.Heartbeat)
 	defer t.Stop()
 	var kv jetstream.KeyValue
+	lastOK := time.Now()
 	beat := func() {
 		if !e.nc.IsConnected() {
 			return
@@ -36,7 +38,16 @@ func (e *Edge) heartbeat() {
 		b, _ := json.Marshal(registry.EdgeLease{ID: e.cfg.ID, Instance: e.instance, Listen: e.cfg.Listen, At: time.Now().UTC()})
 		if _, err := kv.Put(ctx, e.cfg.ID, b); err != nil {
 			e.log.Warn("heartbeat failed", "err", err)
+			return
 		}
+		if gap := time.Since(lastOK); gap > e.cfg.Heartbeat*3/2 {
+			// Cut off for a while: the registry may have released names
+			// held here meanwhile, and its presence.offline events were
+			// lost with the connection. Check every session.
+			e.log.Warn("heartbeats resumed after a gap; checking every session's name", "gap", gap.Round(time.Millisecond).String())
+			e.verifySessions()
+		}
+		lastOK = time.Now()
 	}
 	beat()
 	for {
@@ -77,11 +88,49 @@ func (e *Edge) pinger() {
 			switch {
 			case idle > e.cfg.PingAfter+e.cfg.PongTimeout:
 				e.stats.errors[reasonDeadSocket].Add(1)
+				// Silent this long: gone, not dropped a moment ago. Its
+				// name is released at once rather than held for a resume
+				// (a client that resumes meanwhile takes it over anyway).
+				c.deliberate.Store(true)
 				c.abort()
 			case idle > e.cfg.PingAfter && !c.pinged.Load():
 				c.pinged.Store(true)
 				c.enqueue(ws.OpPing, nil)
 			}
 		}
+	}
+}
+
+// verifySessions closes (4001) every connection whose name's entry in the
+// users bucket is no longer the one its login created, so that no name is
+// ever served twice after a partition.
+func (e *Edge) verifySessions() {
+	kv := e.usersKV()
+	if kv == nil {
+		return
+	}
+	e.mu.RLock()
+	conns := make([]*conn, 0, len(e.bySes))
+	for _, c := range e.bySes {
+		conns = append(conns, c)
+	}
+	e.mu.RUnlock()
+	lost := 0
+	for _, c := range conns {
+		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RegistryTimeout)
+		entry, err := kv.Get(ctx, c.token)
+		cancel()
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		case err != nil:
+			continue // cannot tell; the next gap will
+		case entry.Revision() == c.rev:
+			continue
+		}
+		lost++
+		e.revoke(c, closeNameLost)
+	}
+	if lost > 0 {
+		e.log.Warn("closed connections whose names were released while this edge was cut off", "connections", lost)
 	}
 }

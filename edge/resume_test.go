@@ -2,8 +2,11 @@ package edge_test
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gobwas/ws"
 
 	"github.com/natsrtc/signal/edge"
 	"github.com/natsrtc/signal/services/client"
@@ -111,6 +114,33 @@ func TestResume(t *testing.T) {
 		send(t, peer, `{"type":"candidate","name":"mobile","candidate":4}`)
 		expect(t, c2, `{"type":"candidate","candidate":4}`)
 		hangUp(t, c2)
+	})
+
+	t.Run("taken-over connection speaks for nobody", func(t *testing.T) {
+		hostport := strings.TrimSuffix(strings.TrimPrefix(e1, "ws://"), "/")
+		raw := rawDial(t, nil, hostport)
+		var reply struct {
+			Success bool   `json:"success"`
+			Resume  string `json:"resume"`
+		}
+		// The previous subtest's connection may still be releasing it.
+		for deadline := time.Now().Add(wait); !reply.Success; time.Sleep(20 * time.Millisecond) {
+			rawSend(t, raw, `{"type":"login","name":"mobile","resume":""}`)
+			_ = raw.SetReadDeadline(time.Now().Add(wait))
+			f, err := ws.ReadFrame(raw)
+			if err != nil || time.Now().After(deadline) {
+				t.Fatalf("login: %s %v", f.Payload, err)
+			}
+			_ = json.Unmarshal(f.Payload, &reply)
+		}
+		c2 := dial(t, e2)
+		if m := loginResume(t, c2, "mobile", reply.Resume); !m.Success {
+			t.Fatalf("resume: %s", m.Raw)
+		}
+		// The old socket ignores its close frame and keeps talking.
+		rawSend(t, raw, `{"type":"offer","name":"peer","offer":"from the stale socket"}`)
+		expectNothing(t, peer, 300*time.Millisecond)
+		_ = c2.Close()
 	})
 
 	t.Run("wrong token", func(t *testing.T) {

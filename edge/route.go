@@ -381,6 +381,10 @@ func (e *Edge) setPeer(c *conn, tok string) {
 		return
 	}
 	e.mu.Lock()
+	if c.gone {
+		e.mu.Unlock()
+		return
+	}
 	e.unlinkPeer(c)
 	c.peer = tok
 	set := e.peers[tok]
@@ -443,7 +447,7 @@ func (e *Edge) onOffline(m *nats.Msg) {
 	}
 	if holder != nil && holder.token == tok {
 		e.log.Warn("registry released a name held here (lease lapsed); closing its connection", "conn", holder.id)
-		holder.closeWith(closeNameLost)
+		e.revoke(holder, closeNameLost)
 	}
 }
 
@@ -457,6 +461,7 @@ func (c *conn) logout() {
 	// lock under which handOver looks for it, so that a resume finds
 	// either the connection or its held session, never neither.
 	e.mu.Lock()
+	c.gone = true
 	delete(e.bySub, c.sub)
 	delete(e.bySes, c.session)
 	peer := c.peer
@@ -464,13 +469,13 @@ func (c *conn) logout() {
 	resumed := c.resumed.Load()
 	held := !resumed && !c.deliberate.Load() && e.cfg.ResumeGrace > 0 && !e.closing.Load()
 	if held {
-		e.holdLocked(c.job(), peer, c.natsHdr)
+		e.holdLocked(c.job(), peer, c.leaveHdr())
 	}
 	e.mu.Unlock()
 	_ = c.sub.Unsubscribe()
 	e.stats.users.Add(-1)
 	if !resumed && !held {
-		e.release(c.job(), peer, c.natsHdr)
+		e.release(c.job(), peer, c.leaveHdr())
 	}
 }
 
@@ -537,7 +542,7 @@ func (e *Edge) handOver(tok, session string) {
 	}
 	e.mu.Unlock()
 	if stale != nil {
-		stale.closeWith(closeResumed)
+		e.revoke(stale, closeResumed)
 	}
 	if peer != "" {
 		msg := nats.Msg{Subject: subject.User(tok), Header: nats.Header{
@@ -549,6 +554,21 @@ func (e *Edge) handOver(tok, session string) {
 	}
 }
 
+// revoke ends a session whose name is no longer its own: no more
+// deliveries, nothing it sends counts, and it is closed with cr. Its logout
+// releases nothing and tells no peer.
+func (e *Edge) revoke(c *conn, cr closeReason) {
+	c.revoked.Store(true)
+	c.resumed.Store(true)
+	e.mu.Lock()
+	delete(e.bySub, c.sub)
+	e.mu.Unlock()
+	if c.sub != nil {
+		_ = c.sub.Unsubscribe()
+	}
+	c.closeWith(cr)
+}
+
 // releaseHeld releases every held session now (at shutdown).
 func (e *Edge) releaseHeld() {
 	e.mu.Lock()
@@ -556,9 +576,10 @@ func (e *Edge) releaseHeld() {
 	e.held = nil
 	e.mu.Unlock()
 	for _, h := range held {
-		if h.timer.Stop() {
-			e.release(h.job, h.peer, h.hdr)
-		}
+		// A timer that fired but waits for e.mu finds its entry gone and
+		// does nothing: release it here whatever Stop says.
+		h.timer.Stop()
+		e.release(h.job, h.peer, h.hdr)
 	}
 }
 
@@ -566,6 +587,12 @@ func (e *Edge) releaseHeld() {
 type logoutJob struct {
 	name, session string
 	rev           uint64 // the entry's revision, when known
+}
+
+// leaveHdr is the header of the leave sent for c after it ends: who sent it,
+// without a send time (that is stamped per relayed frame).
+func (c *conn) leaveHdr() nats.Header {
+	return nats.Header{subject.HeaderFrom: {c.token}, subject.HeaderEdge: {c.e.cfg.ID}}
 }
 
 // job is the logout of c's session.

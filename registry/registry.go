@@ -72,6 +72,8 @@ type Registry struct {
 	work  chan job
 	wg    sync.WaitGroup
 
+	stop       chan struct{} // closed by Stop
+	stopOnce   sync.Once
 	stopLeases context.CancelFunc
 	metrics    *registryMetrics
 }
@@ -109,7 +111,7 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	r := &Registry{cfg: cfg, log: log.With("svc", "registry"), work: make(chan job, 4*cfg.Workers), metrics: newMetrics()}
+	r := &Registry{cfg: cfg, log: log.With("svc", "registry"), work: make(chan job, 4*cfg.Workers), stop: make(chan struct{}), metrics: newMetrics()}
 
 	js, err := jetstream.New(cfg.NC)
 	if err != nil {
@@ -157,7 +159,9 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 }
 
 // Stop stops the micro service (no new requests), then lets the workers
-// finish the requests they hold.
+// finish the requests they hold. Requests that still reach a handler (the
+// service's subscriptions drain asynchronously) are answered with 503, so
+// that their edges retry with another registry.
 func (r *Registry) Stop() error {
 	err := r.svc.Stop()
 	r.stopWorkers()
@@ -165,7 +169,7 @@ func (r *Registry) Stop() error {
 }
 
 func (r *Registry) stopWorkers() {
-	close(r.work)
+	r.stopOnce.Do(func() { close(r.stop) })
 	if r.stopLeases != nil {
 		r.stopLeases()
 	}
@@ -178,18 +182,39 @@ func (r *Registry) stopWorkers() {
 // an edge logging out at once, is served late rather than refused.
 func (r *Registry) enqueue(logout bool) micro.HandlerFunc {
 	return func(req micro.Request) {
-		r.work <- job{req: req, logout: logout}
+		select {
+		case r.work <- job{req: req, logout: logout}:
+		case <-r.stop:
+			_ = req.Error("503", "registry stopping, retry", nil)
+		}
 	}
 }
 
+// worker serves requests until Stop, then finishes those already queued.
 func (r *Registry) worker() {
 	defer r.wg.Done()
-	for j := range r.work {
-		if j.logout {
-			r.handleLogout(j.req)
-		} else {
-			r.handleLogin(j.req)
+	for {
+		select {
+		case j := <-r.work:
+			r.serve(j)
+		case <-r.stop:
+			for {
+				select {
+				case j := <-r.work:
+					r.serve(j)
+				default:
+					return
+				}
+			}
 		}
+	}
+}
+
+func (r *Registry) serve(j job) {
+	if j.logout {
+		r.handleLogout(j.req)
+	} else {
+		r.handleLogin(j.req)
 	}
 }
 
