@@ -172,3 +172,37 @@ func TestRace(t *testing.T) {
 		}
 	}
 }
+
+// TestStopUnderLoad stops a registry while thousands of requests are in
+// flight: no panic, and every request is answered (served or 503).
+func TestStopUnderLoad(t *testing.T) {
+	s := natstest.Server(t)
+	nc := natstest.Conn(t, s)
+	r, err := registry.New(context.Background(), registry.Config{NC: natstest.Conn(t, s), Logger: slog.New(slog.DiscardHandler), Workers: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox := nats.NewInbox()
+	sub, _ := nc.SubscribeSync(inbox)
+	const n = 3000
+	for i := range n {
+		b, _ := json.Marshal(registry.LoginRequest{Name: fmt.Sprint("load-", i), Edge: "e", Session: "s"})
+		_ = nc.PublishRequest(subject.RegistryLogin, inbox, b)
+	}
+	_ = nc.Flush()
+	time.Sleep(50 * time.Millisecond)
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for {
+		if _, err := sub.NextMsg(2 * time.Second); err != nil {
+			break
+		}
+		got++
+	}
+	t.Logf("%d of %d requests answered before and during the stop", got, n)
+	if got == 0 {
+		t.Fatal("nothing answered")
+	}
+}
