@@ -186,13 +186,12 @@ type Edge struct {
 	held    map[string]*heldSession       // dropped sessions by session id, kept for resume
 	nextID  atomic.Uint64
 
-	closing  atomic.Bool
-	connWG   sync.WaitGroup
-	dispDone chan struct{}
-	retryMu  sync.Mutex
-	retry    []logoutJob // logouts to try again
-	bgWG     sync.WaitGroup
-	stopBG   chan struct{}
+	closing atomic.Bool
+	connWG  sync.WaitGroup
+	retryMu sync.Mutex
+	retry   []logoutJob // logouts to try again
+	bgWG    sync.WaitGroup
+	stopBG  chan struct{}
 
 	stats *stats
 }
@@ -274,7 +273,6 @@ func New(cfg Config) (*Edge, error) {
 		conns:    make(map[*conn]struct{}),
 		perIP:    make(map[netip.Addr]int),
 		peers:    make(map[string]map[*conn]struct{}),
-		dispDone: make(chan struct{}),
 		stopBG:   make(chan struct{}),
 		stats:    newStats(cfg.ID),
 	}

@@ -281,17 +281,22 @@ func (e *Edge) online(tok string) bool {
 // registry creates it).
 func (e *Edge) usersKV() jetstream.KeyValue {
 	e.kvMu.Lock()
-	defer e.kvMu.Unlock()
-	if e.kv != nil {
-		return e.kv
+	kv := e.kv
+	e.kvMu.Unlock()
+	if kv != nil {
+		return kv
 	}
+	// Not under the lock: connections must not queue behind a network
+	// call while the bucket does not exist yet.
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RegistryTimeout)
 	defer cancel()
 	kv, err := e.js.KeyValue(ctx, subject.UsersBucket)
 	if err != nil {
 		return nil
 	}
+	e.kvMu.Lock()
 	e.kv = kv
+	e.kvMu.Unlock()
 	return kv
 }
 
@@ -331,7 +336,6 @@ func (e *Edge) onNoResponders(m *nats.Msg) {
 // dispatch delivers every message of every user subscription to its socket.
 // It never blocks on a socket: enqueue is bounded and non-blocking.
 func (e *Edge) dispatch() {
-	defer close(e.dispDone)
 	for m := range e.msgs {
 		e.deliver(m)
 	}
@@ -618,7 +622,9 @@ func (e *Edge) logout(j logoutJob) (owned bool, err error) {
 
 // queueLogout hands a failed logout to the retrier. The list is unbounded
 // on purpose: each entry is a name that would otherwise stay taken while
-// this edge lives; there are never more than the edge had users.
+// this edge lives. It grows only while the registry cannot be reached, by
+// at most one entry per connection that ended (or login that timed out)
+// meanwhile.
 func (e *Edge) queueLogout(j logoutJob) {
 	e.retryMu.Lock()
 	e.retry = append(e.retry, j)
