@@ -40,11 +40,13 @@ func hotPath(tb testing.TB) (e *Edge, a, b *conn) {
 	})
 	newConn := func(name string) *conn {
 		server := discardConn{}
-		c := &conn{e: e, id: e.nextID.Add(1), nc: server, r: server}
+		c := &conn{e: e, id: e.nextID.Add(1), nc: server, r: server, fd: -1}
 		e.mu.Lock()
 		e.conns[c] = struct{}{}
 		e.byID[c.id] = c
+		e.connWG.Add(1)
 		e.mu.Unlock()
+		e.stats.connections.Add(1)
 		f := new(protocol.Frame)
 		data := []byte(`{"type":"login","name":"` + name + `"}`)
 		if err := protocol.Parse(data, f); err != nil {
