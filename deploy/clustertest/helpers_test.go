@@ -6,14 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +19,7 @@ import (
 	"github.com/nats-io/nats-server/v2/conf"
 
 	"github.com/natsrtc/signal/services/client"
+	"github.com/natsrtc/signal/services/proctest"
 )
 
 // repoRoot is the module root, two levels up from this package.
@@ -38,47 +37,11 @@ func deployPath(t testing.TB, elem ...string) string {
 	return filepath.Join(append([]string{repoRoot(t), "deploy"}, elem...)...)
 }
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
 // binaries builds nats-server (the version in go.mod), edge, registry and
-// signal once per test binary, into a directory removed by TestMain.
-func binaries(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "signal-clustertest-bin-")
-		if buildErr != nil {
-			return
-		}
-		root := repoRoot(t)
-		for _, args := range [][]string{
-			{"build", "-o", filepath.Join(binDir, "nats-server"), "github.com/nats-io/nats-server/v2"},
-			{"build", "-o", binDir, "./cmd/edge", "./cmd/registry", "./cmd/signal"},
-		} {
-			cmd := exec.Command("go", args...)
-			cmd.Dir = root
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binDir
-}
+// signal once per test binary (removed by TestMain).
+var binaries = proctest.Binaries
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		_ = os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { proctest.Main(m) }
 
 // creds are the credentials of the roles, read from the checked-in configs.
 type creds struct {
@@ -113,15 +76,7 @@ func loadCreds(t testing.TB) creds {
 	return c
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+var freePort = proctest.FreePort
 
 // freePorts returns n distinct free ports.
 func freePorts(t testing.TB, n int) []int {
@@ -139,22 +94,7 @@ func freePorts(t testing.TB, n int) []int {
 }
 
 // syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = proctest.Buffer
 
 // proc is a process started by a test; t.Cleanup kills it.
 type proc struct {
