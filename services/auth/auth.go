@@ -237,6 +237,15 @@ func (v *Verifier) Verify(token string) (name string, err error) {
 	if len(token) > MaxTokenLen {
 		return "", fmt.Errorf("%w: token is %d bytes, limit %d", ErrInvalidToken, len(token), MaxTokenLen)
 	}
+	// A compact JWS is base64url and dots only. Go's base64 decoder skips
+	// CR and LF, so without this check a signed token could be re-spelled
+	// with line breaks inside a segment and still verify (found by
+	// FuzzVerify; the input is kept in testdata/fuzz).
+	for i := 0; i < len(token); i++ {
+		if c := token[i]; !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return "", fmt.Errorf("%w: %w: byte %#x at %d is not base64url", ErrInvalidToken, jwt.ErrTokenMalformed, c, i)
+		}
+	}
 	claims := jwt.MapClaims{}
 	if _, err := v.parser.ParseWithClaims(token, claims, v.keyFunc); err != nil {
 		return "", fmt.Errorf("%w: %w", ErrInvalidToken, err)
