@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/natsrtc/signal/edge"
 	"github.com/natsrtc/signal/services/client"
+	"github.com/natsrtc/signal/services/proctest"
 	"github.com/natsrtc/signal/services/stack"
 )
 
@@ -336,22 +336,8 @@ type browser struct {
 	n   int             // tabs opened
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects a child process's output.
+type syncBuffer = proctest.Buffer
 
 func startBrowser(t *testing.T) *browser {
 	t.Helper()

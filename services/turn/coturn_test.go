@@ -1,7 +1,6 @@
 package turn_test
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/pion/stun/v4"
 	pionturn "github.com/pion/turn/v5"
 
+	"github.com/natsrtc/signal/services/proctest"
 	"github.com/natsrtc/signal/services/turn"
 )
 
@@ -289,21 +288,5 @@ func turnAddr(t *testing.T, u string) string {
 	return hostPort
 }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a child
-// process's stdout and stderr copiers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects a child process's output.
+type syncBuffer = proctest.Buffer
