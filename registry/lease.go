@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natsrtc/signal/services/names"
 	"github.com/natsrtc/signal/services/subject"
 )
 
@@ -50,9 +51,26 @@ const (
 	ReasonResumed = "resumed"
 )
 
+// holder is a name's owner as the users bucket says: 32 bytes plus the
+// session id per user, since the registry keeps one for every user online
+// in the whole system. The name itself is the token's decoding, and the edge
+// and instance are shared by all the users of an edge instance.
 type holder struct {
-	name, edge, instance, session string
-	rev                           uint64
+	session string
+	inst    *instance
+	rev     uint64
+}
+
+// instance is an edge instance that holds names.
+type instance struct {
+	id, edge string
+	users    int
+}
+
+// offline is what presence.offline says about tok's release from h.
+func (h holder) offline(tok, reason string) Offline {
+	name, _ := names.Decode(tok)
+	return Offline{Name: name, Edge: h.inst.edge, Instance: h.inst.id, Session: h.session, Reason: reason}
 }
 
 // leases watches the users and edges buckets and releases the names of
@@ -63,6 +81,7 @@ type leases struct {
 	r      *Registry
 	edges  jetstream.KeyValue
 	users  map[string]holder    // token -> holder
+	insts  map[string]*instance // instance id -> its users' count
 	seen   map[string]time.Time // edge instance -> last heartbeat (local clock)
 	revs   map[string]uint64    // edge instance -> revision of its last heartbeat seen
 	busy   map[string]bool      // tokens being released
@@ -86,6 +105,7 @@ func (r *Registry) startLeases(ctx context.Context, js jetstream.JetStream) erro
 		r:     r,
 		edges: edges,
 		users: make(map[string]holder),
+		insts: make(map[string]*instance),
 		seen:  make(map[string]time.Time),
 		revs:  make(map[string]uint64),
 		busy:  make(map[string]bool),
@@ -146,15 +166,27 @@ func (l *leases) run(ctx context.Context, users, edges <-chan jetstream.KeyValue
 
 func (l *leases) user(e jetstream.KeyValueEntry) {
 	defer func() { l.r.metrics.users.Store(int64(len(l.users))) }()
+	tok := e.Key()
+	if old, ok := l.users[tok]; ok {
+		delete(l.users, tok)
+		if old.inst.users--; old.inst.users == 0 {
+			delete(l.insts, old.inst.id)
+		}
+	}
 	if e.Operation() != jetstream.KeyValuePut {
-		delete(l.users, e.Key())
 		return
 	}
 	var v Entry
 	if json.Unmarshal(e.Value(), &v) != nil {
 		return
 	}
-	l.users[e.Key()] = holder{name: v.Name, edge: v.Edge, instance: v.Instance, session: v.Session, rev: e.Revision()}
+	in := l.insts[v.Instance]
+	if in == nil {
+		in = &instance{id: v.Instance, edge: v.Edge}
+		l.insts[v.Instance] = in
+	}
+	in.users++
+	l.users[tok] = holder{session: v.Session, inst: in, rev: e.Revision()}
 	if _, ok := l.seen[v.Instance]; !ok {
 		// First sight of this instance: it gets a whole lease to show up.
 		l.seen[v.Instance] = l.now()
@@ -177,54 +209,53 @@ func (l *leases) sweep() {
 		}
 		return
 	}
-	live := make(map[string]bool)
+	// The sweep looks at instances, not users: a round costs the same
+	// with a hundred users as with a hundred thousand.
+	var late []*instance
+	for id, in := range l.insts {
+		last, ok := l.seen[id]
+		if !ok {
+			l.seen[id] = now
+			continue
+		}
+		if now.Sub(last) > l.r.cfg.Lease {
+			late = append(late, in)
+		}
+	}
+	for id, last := range l.seen {
+		if l.insts[id] == nil && now.Sub(last) > 3*l.r.cfg.Lease {
+			delete(l.seen, id)
+			delete(l.revs, id)
+		}
+	}
+	if len(late) == 0 {
+		return
+	}
+	// The watch may have stalled (a NATS node went away under it), which
+	// looks like every edge going silent at once: confirm each lapsed lease
+	// with a fresh read of the edges bucket before releasing anything.
+	lapsed := map[*instance]bool{}
+	for _, in := range late {
+		if l.lapsed(in.edge, in.id, now) {
+			lapsed[in] = true
+		}
+	}
+	if len(lapsed) == 0 {
+		return
+	}
 	var expired []struct {
 		tok string
 		h   holder
 	}
 	for tok, h := range l.users {
-		last, ok := l.seen[h.instance]
-		if !ok {
-			l.seen[h.instance] = now
-			continue
-		}
-		live[h.instance] = true
-		if now.Sub(last) > l.r.cfg.Lease {
+		if lapsed[h.inst] {
 			expired = append(expired, struct {
 				tok string
 				h   holder
 			}{tok, h})
 		}
 	}
-	for inst, last := range l.seen {
-		if !live[inst] && now.Sub(last) > 3*l.r.cfg.Lease {
-			delete(l.seen, inst)
-		}
-	}
-	if len(expired) == 0 {
-		return
-	}
-	// The watch may have stalled (a NATS node went away under it), which
-	// looks like every edge going silent at once: confirm each lapsed lease
-	// with a fresh read of the edges bucket before releasing anything.
-	confirmed := map[string]bool{}
-	kept := expired[:0]
-	for _, x := range expired {
-		inst := x.h.instance
-		ok, done := confirmed[inst]
-		if !done {
-			ok = l.lapsed(x.h.edge, inst, now)
-			confirmed[inst] = ok
-		}
-		if ok {
-			kept = append(kept, x)
-		}
-	}
-	expired = kept
-	if len(expired) == 0 {
-		return
-	}
-	l.r.log.Info("edge lease lapsed; releasing its names", "names", len(expired), "edge", expired[0].h.edge)
+	l.r.log.Info("edge lease lapsed; releasing its names", "names", len(expired), "edge", expired[0].h.inst.edge)
 	sem := make(chan struct{}, 16)
 	for _, x := range expired {
 		l.mu.Lock()
@@ -261,12 +292,12 @@ func (l *leases) release(tok string, h holder) {
 		return
 	}
 	l.r.metrics.releases.Inc()
-	l.r.announceOffline(tok, h, ReasonLease)
+	l.r.announceOffline(tok, h.offline(tok, ReasonLease))
 }
 
 // announceOffline publishes presence.offline.<tok>.
-func (r *Registry) announceOffline(tok string, h holder, reason string) {
-	b, _ := json.Marshal(Offline{Name: h.name, Edge: h.edge, Instance: h.instance, Session: h.session, Reason: reason})
+func (r *Registry) announceOffline(tok string, o Offline) {
+	b, _ := json.Marshal(o)
 	_ = r.cfg.NC.Publish(subject.PresenceOffline(tok), b)
 }
 

@@ -311,7 +311,7 @@ func (r *Registry) resume(ctx context.Context, tok, token string, val []byte) (L
 	if err != nil {
 		return LoginReply{}, fmt.Errorf("update %s: %w", tok, err)
 	}
-	r.announceOffline(tok, holder{name: cur.Name, edge: cur.Edge, instance: cur.Instance, session: cur.Session}, ReasonResumed)
+	r.announceOffline(tok, Offline{Name: cur.Name, Edge: cur.Edge, Instance: cur.Instance, Session: cur.Session, Reason: ReasonResumed})
 	return LoginReply{OK: true, Token: tok, Revision: rev, Resumed: true}, nil
 }
 

@@ -3,6 +3,7 @@ package registry_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -204,5 +205,100 @@ func TestStopUnderLoad(t *testing.T) {
 	t.Logf("%d of %d requests answered before and during the stop", got, n)
 	if got == 0 {
 		t.Fatal("nothing answered")
+	}
+}
+
+// TestLeaseLapse: when one edge instance stops heartbeating, exactly its
+// names are released, each announced on presence.offline with the name,
+// edge, instance and session it had; another instance's names stay.
+func TestLeaseLapse(t *testing.T) {
+	s := natstest.Server(t)
+	nc := natstest.Conn(t, s)
+	r, err := registry.New(context.Background(), registry.Config{
+		NC: nc, Logger: slog.New(slog.DiscardHandler), Lease: 600 * time.Millisecond, Sweep: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Stop() })
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	edges, err := js.KeyValue(ctx, subject.EdgesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users, err := js.KeyValue(ctx, subject.UsersBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	beat := func(edge, inst string) {
+		b, _ := json.Marshal(registry.EdgeLease{ID: edge, Instance: inst, At: time.Now()})
+		if _, err := edges.Put(ctx, edge, b); err != nil {
+			t.Error(err)
+		}
+	}
+	beat("e1", "i1")
+	beat("e2", "i2")
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // e1 keeps heartbeating; e2 is silent from now on
+		defer close(done)
+		tk := time.NewTicker(100 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+				beat("e1", "i1")
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+
+	offline, err := nc.SubscribeSync(subject.PresenceOffline("*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := map[string]string{"carol": "i1", "dave": "i1"}
+	lost := map[string]string{"alice": "s-alice", "bob ü": "s-bob", "user.>": "s-x"}
+	for name := range kept {
+		if rep := request[registry.LoginReply](t, nc, subject.RegistryLogin, registry.LoginRequest{Name: name, Edge: "e1", Instance: "i1", Session: "s-" + name}); !rep.OK {
+			t.Fatalf("login %q: %+v", name, rep)
+		}
+	}
+	for name, ses := range lost {
+		if rep := request[registry.LoginReply](t, nc, subject.RegistryLogin, registry.LoginRequest{Name: name, Edge: "e2", Instance: "i2", Session: ses}); !rep.OK {
+			t.Fatalf("login %q: %+v", name, rep)
+		}
+	}
+	for n := len(lost); n > 0; n-- {
+		m, err := offline.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("waiting for presence.offline: %v", err)
+		}
+		var o registry.Offline
+		if err := json.Unmarshal(m.Data, &o); err != nil {
+			t.Fatal(err)
+		}
+		ses, ok := lost[o.Name]
+		if !ok || o.Session != ses || o.Edge != "e2" || o.Instance != "i2" || o.Reason != registry.ReasonLease ||
+			m.Subject != subject.PresenceOffline(names.Token(o.Name)) {
+			t.Fatalf("offline %s: %+v", m.Subject, o)
+		}
+		delete(lost, o.Name)
+	}
+	if m, err := offline.NextMsg(300 * time.Millisecond); err == nil {
+		t.Fatalf("unexpected offline %s: %s", m.Subject, m.Data)
+	}
+	for name := range kept {
+		if _, err := users.Get(ctx, names.Token(name)); err != nil {
+			t.Errorf("%q, held by a live edge: %v", name, err)
+		}
+	}
+	for _, name := range []string{"alice", "bob ü", "user.>"} {
+		if _, err := users.Get(ctx, names.Token(name)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Errorf("%q, held by the lapsed edge: still there (%v)", name, err)
+		}
 	}
 }
