@@ -36,9 +36,13 @@ func mainErr() error {
 	ef := run.AddEdgeFlags(fs)
 	sf := run.AddSecurityFlags(fs)
 	admin := run.Admin(fs)
+	gc := run.GC(fs)
 	logger := cli.LogLevel(fs)
 	_ = fs.Parse(os.Args[1:])
 	log := logger()
+	if err := gc(); err != nil {
+		return err
+	}
 	if *ef.ID != "" {
 		if err := run.ValidID(*ef.ID); err != nil {
 			return err

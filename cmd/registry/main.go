@@ -39,9 +39,13 @@ func mainErr() error {
 	shutdownTimeout := cli.Duration(fs, "shutdown-timeout", "SIGNAL_SHUTDOWN_TIMEOUT", run.DefaultShutdownTimeout, "bound on a graceful stop")
 	rf := run.AddRegistryFlags(fs, registry.DefaultReplicas)
 	admin := run.Admin(fs)
+	gc := run.GC(fs)
 	logger := cli.LogLevel(fs)
 	_ = fs.Parse(os.Args[1:])
 	log := logger()
+	if err := gc(); err != nil {
+		return err
+	}
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()

@@ -50,9 +50,13 @@ func mainErr() error {
 	sf := run.AddSecurityFlags(fs)
 	rf := run.AddRegistryFlags(fs, registry.DefaultReplicas)
 	admin := run.Admin(fs)
+	gc := run.GC(fs)
 	logger := cli.LogLevel(fs)
 	_ = fs.Parse(os.Args[1:])
 	log := logger()
+	if err := gc(); err != nil {
+		return err
+	}
 	if *ef.ID != "" {
 		if err := run.ValidID(*ef.ID); err != nil {
 			return err

@@ -13,6 +13,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,6 +38,30 @@ const DefaultListen = ":9090"
 // served.
 func Admin(fs *flag.FlagSet) *string {
 	return cli.String(fs, "admin", "SIGNAL_ADMIN", "", "address for /metrics, /healthz and /readyz, e.g. 127.0.0.1:9190 (default: not served)")
+}
+
+// DefaultGOGC is the garbage collector's target (Go's GOGC) unless -gogc or
+// GOGC says otherwise. Half Go's default: these processes hold mostly
+// long-lived per-connection state and allocate little per message, so a
+// smaller heap headroom costs no measurable relay throughput and keeps about
+// 1.3 KB less resident per idle user (README, Performance).
+const DefaultGOGC = "50"
+
+// GC defines -gogc; the returned function applies it once flags are parsed.
+func GC(fs *flag.FlagSet) func() error {
+	v := cli.String(fs, "gogc", "GOGC", DefaultGOGC, "garbage collector target: heap growth between collections in percent of the live heap, or off (Go's GOGC)")
+	return func() error {
+		if *v == "off" {
+			debug.SetGCPercent(-1)
+			return nil
+		}
+		n, err := strconv.Atoi(*v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("-gogc %q: want a percentage or off", *v)
+		}
+		debug.SetGCPercent(n)
+		return nil
+	}
 }
 
 // DefaultShutdownTimeout bounds a graceful stop.
