@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -58,37 +59,25 @@ type conn struct {
 	logins    int    // login attempts
 	cands     int    // candidates sent since the last offer or answer
 
-	hdr   [ws.MaxHeaderSize]byte
-	ctl   [125]byte
-	msg   *[]byte     // a message being assembled from fragments; nil between messages
-	op    ws.OpCode   // its opcode
-	fd    int         // the socket, when the poller watches it (else -1)
-	rmu   sync.Mutex  // held by the polled reader
-	ended atomic.Bool // teardown has run
+	msg   *[]byte         // a message being assembled from fragments; nil between messages
+	op    ws.OpCode       // its opcode
+	fd    int             // the socket, when the poller watches it (else -1)
+	raw   syscall.RawConn // the socket, for writes without a writer goroutine (nil: none)
+	rmu   sync.Mutex      // held by the polled reader
+	ended atomic.Bool     // teardown has run
 	// revoked: the session's name now belongs to someone else (a resume,
 	// or a release while this edge was cut off); nothing it sends counts.
 	revoked atomic.Bool
-	gone    bool   // logged out; guarded by e.mu
-	out     []byte // scratch for the frame being published
+	gone    bool // logged out; guarded by e.mu
 
 	// Login state, set by the read loop; read by other goroutines only
 	// through e.mu (bySub, peers) or after the loop has ended.
 	name    string
-	nameB   []byte
 	token   string
 	session string
 	rev     uint64 // the revision of the session's registry entry
 	sub     *nats.Subscription
-	natsHdr nats.Header
-	sent    []string // the value slice of natsHdr's send time
-	sentBuf []byte
-
-	// Route cache: the last target's subjects, so that a call's stream of
-	// candidates costs no encoding and no allocation.
-	lastTarget string
-	lastToken  string
-	lastSubj   string
-	lastReply  string
+	snd     *sender // set by the first relayed message
 
 	// peer is the token of the user this one last exchanged an offer or
 	// answer with (either direction). Guarded by e.mu.
@@ -112,8 +101,34 @@ type conn struct {
 	done      bool // the read loop ended: the writer closes the socket
 }
 
+// sender is what a connection needs to publish: its NATS headers and the
+// route cache. It is made on the connection's first relayed message, so
+// that a logged-in user who only waits for calls holds none of it (the
+// headers alone are a map of three slices, some 450 bytes).
+type sender struct {
+	hdr     nats.Header
+	sent    []string // the value slice of hdr's send time
+	sentBuf [20]byte // its bytes
+
+	// Route cache: the last target's subjects, so that a call's stream of
+	// candidates costs no encoding and no allocation.
+	target string
+	token  string
+	subj   string
+	reply  string
+}
+
+// frameScratch is the space readFrame needs for a frame header and a
+// control payload; it comes with the reader (pooled for polled sockets), so
+// that an idle connection does not carry it.
+type frameScratch struct {
+	hdr [ws.MaxHeaderSize]byte
+	ctl [125]byte
+}
+
 type outFrame struct {
 	op   ws.OpCode
+	raw  bool // data is the unwritten rest of a frame, header included
 	data []byte
 }
 
@@ -162,7 +177,6 @@ func (e *Edge) upgrade(w http.ResponseWriter, r *http.Request) {
 		_ = nc.Close()
 		return
 	}
-	e.conns[c] = struct{}{}
 	e.byID[c.id] = c
 	e.connWG.Add(1)
 	e.mu.Unlock()
@@ -187,7 +201,8 @@ func (e *Edge) upgrade(w http.ResponseWriter, r *http.Request) {
 // bytes already buffered by the upgrade, or no poller on this system).
 func (c *conn) serve() {
 	defer c.teardown()
-	for c.readFrame(c.r) {
+	s := new(frameScratch)
+	for c.readFrame(c.r, s) {
 		if d := c.throttle(); d > 0 {
 			time.Sleep(d) // over its rate: let TCP slow the sender down
 		}
@@ -196,8 +211,8 @@ func (c *conn) serve() {
 
 // readFrame reads one frame from r and acts on it. A message in fragments
 // is assembled across calls. It returns false when the connection is done.
-func (c *conn) readFrame(r io.Reader) bool {
-	h, err := ws.ReadHeaderBuffer(r, c.hdr[:])
+func (c *conn) readFrame(r io.Reader, s *frameScratch) bool {
+	h, err := ws.ReadHeaderBuffer(r, s.hdr[:])
 	if err != nil {
 		return false
 	}
@@ -208,11 +223,11 @@ func (c *conn) readFrame(r io.Reader) bool {
 		return false
 	}
 	if h.OpCode.IsControl() {
-		if !h.Fin || h.Length > int64(len(c.ctl)) {
+		if !h.Fin || h.Length > int64(len(s.ctl)) {
 			c.fail(closeProtocol)
 			return false
 		}
-		p := c.ctl[:h.Length]
+		p := s.ctl[:h.Length]
 		if _, err := io.ReadFull(r, p); err != nil {
 			return false
 		}
@@ -375,6 +390,41 @@ func (c *conn) enqueue(op ws.OpCode, data []byte) bool {
 	}
 	if op == ws.OpClose {
 		c.closeSent = true
+	} else if !c.writing && c.raw != nil {
+		// Nothing queued and nobody writing: try the socket from this
+		// goroutine. A frame the kernel takes at once, the common case,
+		// then costs no goroutine and no hand-over (the relay's latency,
+		// and a ping round's memory when thousands of sockets are pinged
+		// together); what it does not take goes to the writer.
+		c.writing = true
+		c.wmu.Unlock()
+		rest, err := c.writeNow(op, data)
+		c.wmu.Lock()
+		if err != nil {
+			c.writing = false
+			c.closeSent = true
+			c.queue = nil
+			c.wmu.Unlock()
+			c.kill() // the reader sees it and tears down
+			return true
+		}
+		if rest != nil {
+			// The rest of this frame goes before what was queued meanwhile.
+			c.queue = append(c.queue, outFrame{})
+			copy(c.queue[1:], c.queue)
+			c.queue[0] = outFrame{raw: true, data: rest}
+			c.queued += len(rest)
+		}
+		if len(c.queue) > 0 {
+			go c.writeLoop()
+		} else {
+			c.writing = false
+			if c.done {
+				_ = c.nc.Close()
+			}
+		}
+		c.wmu.Unlock()
+		return true
 	}
 	c.queue = append(c.queue, outFrame{op: op, data: data})
 	c.queued += len(data)
@@ -415,7 +465,9 @@ func (c *conn) writeLoop() {
 		buf := (*bp)[:0]
 		var sentClose bool
 		for i, f := range batch {
-			buf = appendFrameHeader(buf, f.op, len(f.data))
+			if !f.raw {
+				buf = appendFrameHeader(buf, f.op, len(f.data))
+			}
 			buf = append(buf, f.data...)
 			sentClose = sentClose || f.op == ws.OpClose
 			batch[i] = outFrame{}
@@ -529,7 +581,6 @@ func (c *conn) teardown() {
 		c.logout()
 	}
 	e.mu.Lock()
-	delete(e.conns, c)
 	delete(e.byID, c.id)
 	e.mu.Unlock()
 	e.releaseIP(c.ip)

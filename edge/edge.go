@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,8 +65,8 @@ const (
 	DefaultPongTimeout = 10 * time.Second
 	// DefaultResumeGrace is how long a dropped session can be resumed.
 	DefaultResumeGrace = 30 * time.Second
-	// dispatchQueue is the capacity of the channel that every user
-	// subscription of the edge delivers to.
+	// dispatchQueue is the capacity of the channels that the user
+	// subscriptions of the edge deliver to, all channels together.
 	dispatchQueue = 1 << 16
 )
 
@@ -165,8 +166,11 @@ type Edge struct {
 	nc       *nats.Conn
 	instance string // random per process: tells this run from an earlier one with the same ID
 
-	msgs     chan *nats.Msg // every user subscription delivers here
-	nrPrefix string         // reply subject prefix: "<inbox>." + conn id + "." + target token
+	// User subscriptions deliver to these channels, each drained by its
+	// own goroutine (one per CPU: a delivery may write to the socket); a
+	// connection's messages always go through the same one, in order.
+	msgs     []chan *nats.Msg
+	nrPrefix string // reply subject prefix: "<inbox>." + conn id + "." + target token
 	subs     []*nats.Subscription
 	svc      micro.Service
 	srv      *http.Server
@@ -179,8 +183,7 @@ type Edge struct {
 	bySub   map[*nats.Subscription]*conn
 	bySes   map[string]*conn             // logged-in users by session id
 	pending map[*nats.Subscription]*conn // subscriptions of logins in flight
-	byID    map[uint64]*conn
-	conns   map[*conn]struct{}
+	byID    map[uint64]*conn             // every connection (poller events carry the id)
 	perIP   map[netip.Addr]int
 	peers   map[string]map[*conn]struct{} // peer token -> conns whose peer it is
 	held    map[string]*heldSession       // dropped sessions by session id, kept for resume
@@ -265,12 +268,10 @@ func New(cfg Config) (*Edge, error) {
 		log:      log.With("svc", "edge", "edge_id", cfg.ID),
 		nc:       cfg.NC,
 		instance: randomID(8),
-		msgs:     make(chan *nats.Msg, dispatchQueue),
 		bySub:    make(map[*nats.Subscription]*conn),
 		bySes:    make(map[string]*conn),
 		pending:  make(map[*nats.Subscription]*conn),
 		byID:     make(map[uint64]*conn),
-		conns:    make(map[*conn]struct{}),
 		perIP:    make(map[netip.Addr]int),
 		peers:    make(map[string]map[*conn]struct{}),
 		stopBG:   make(chan struct{}),
@@ -325,7 +326,11 @@ func New(cfg Config) (*Edge, error) {
 			e.poll = nil
 		}
 	}
-	go e.dispatch()
+	e.msgs = make([]chan *nats.Msg, max(1, runtime.GOMAXPROCS(0)))
+	for i := range e.msgs {
+		e.msgs[i] = make(chan *nats.Msg, dispatchQueue/len(e.msgs))
+		go e.dispatch(e.msgs[i])
+	}
 	e.bgWG.Add(3)
 	go e.logoutRetrier()
 	go e.heartbeat()
@@ -419,8 +424,8 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 	err := e.srv.Shutdown(ctx) // hijacked sockets are not its business
 
 	e.mu.RLock()
-	conns := make([]*conn, 0, len(e.conns))
-	for c := range e.conns {
+	conns := make([]*conn, 0, len(e.byID))
+	for _, c := range e.byID {
 		conns = append(conns, c)
 	}
 	e.mu.RUnlock()
@@ -448,8 +453,8 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 		e.poll.close()
 	}
 	e.mu.RLock()
-	left := make([]*conn, 0, len(e.conns))
-	for c := range e.conns {
+	left := make([]*conn, 0, len(e.byID))
+	for _, c := range e.byID {
 		left = append(left, c)
 	}
 	e.mu.RUnlock()

@@ -512,6 +512,56 @@ func TestSlowClient(t *testing.T) {
 	}
 }
 
+// TestLateReader: frames for a client that stops reading for a while pile
+// up in the kernel and then in its queue (a frame the socket takes only in
+// part has its rest queued first); once it reads again, every frame arrives
+// whole and in order.
+func TestLateReader(t *testing.T) {
+	s := stack.Start(t, stack.Options{Edge: edge.Config{ResumeGrace: -1}})
+	url := s.Edges[0].URL
+	late := rawDial(t, s.Edges[0].Edge.Stats, strings.TrimPrefix(strings.TrimSuffix(url, "/"), "ws://"))
+	_ = late.(*net.TCPConn).SetReadBuffer(256 << 10) // rawDial's is tiny
+	_ = late.SetReadDeadline(time.Now().Add(2 * wait))
+	br := bufio.NewReader(late)
+	next := func() string {
+		t.Helper()
+		f, err := ws.ReadFrame(br)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		if f.Header.OpCode != ws.OpText || !f.Header.Fin {
+			t.Fatalf("frame %+v", f.Header)
+		}
+		return string(f.Payload)
+	}
+	rawSend(t, late, `{"type":"login","name":"late"}`)
+	if m := next(); !strings.HasPrefix(m, `{"type":"login","success":true`) {
+		t.Fatalf("login reply %.80s", m)
+	}
+
+	// Now it reads nothing while a sends it 800 KB: more than the socket
+	// buffers hold, less than its queue may.
+	a := login(t, url, "a")
+	const n, size = 40, 20000
+	pad := strings.Repeat("x", size)
+	for i := range n {
+		send(t, a, fmt.Sprintf(`{"type":"candidate","name":"late","candidate":{"i":%d,"x":"%s"}}`, i, pad))
+	}
+	send(t, a, `{"type":"candidate","name":"late","candidate":"end"}`)
+	time.Sleep(300 * time.Millisecond) // the edge has written what the kernel takes
+
+	for i := range n {
+		want := fmt.Sprintf(`{"type":"candidate","candidate":{"i":%d,"x":"%s"}}`, i, pad)
+		if got := next(); got != want {
+			t.Fatalf("frame %d: got %d bytes %.60s..., want %d bytes %.60s...", i, len(got), got, len(want), want)
+		}
+	}
+	if got := next(); got != `{"type":"candidate","candidate":"end"}` {
+		t.Fatalf("last frame %.80s", got)
+	}
+	expectNothing(t, a, 100*time.Millisecond) // no error came back to the sender
+}
+
 // rawDial opens a WebSocket connection by hand, reads the handshake
 // response and then nothing more: a client that does not read.
 func rawDial(t testing.TB, _ func() edge.Stats, hostport string) net.Conn {

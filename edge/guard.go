@@ -63,7 +63,7 @@ func (e *Edge) admit(w http.ResponseWriter, r *http.Request) (ip netip.Addr, aut
 	ip = e.clientIP(r)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.cfg.MaxConns > 0 && len(e.conns) >= e.cfg.MaxConns {
+	if e.cfg.MaxConns > 0 && len(e.byID) >= e.cfg.MaxConns {
 		e.stats.errors[reasonConnLimit].Add(1)
 		http.Error(w, "edge is full", http.StatusServiceUnavailable)
 		return ip, "", false

@@ -79,7 +79,7 @@ func (e *Edge) pinger() {
 		now := time.Now().UnixNano()
 		conns = conns[:0]
 		e.mu.RLock()
-		for c := range e.conns {
+		for _, c := range e.byID {
 			conns = append(conns, c)
 		}
 		e.mu.RUnlock()

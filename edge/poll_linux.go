@@ -4,6 +4,7 @@ package edge
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"net"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 )
 
@@ -61,7 +63,55 @@ func socket(c *conn) (int, error) {
 	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
 		return -1, err
 	}
+	c.raw = rc
 	return fd, nil
+}
+
+// directWrite is one non-blocking write of a frame, pooled with its
+// callback so that a write allocates nothing.
+type directWrite struct {
+	buf []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+var directWrites = sync.Pool{New: func() any {
+	w := &directWrite{buf: make([]byte, 0, 4096)}
+	w.fn = w.write
+	return w
+}}
+
+func (w *directWrite) write(fd uintptr) bool {
+	w.n, w.err = unix.Write(int(fd), w.buf)
+	return true // never wait for the socket: the writer goroutine does that
+}
+
+// writeNow writes frame (op, data) to c's socket if the kernel takes it
+// without waiting. It returns what the kernel did not take (nil when it
+// took everything), or the error that ended the socket.
+func (c *conn) writeNow(op ws.OpCode, data []byte) ([]byte, error) {
+	w := directWrites.Get().(*directWrite)
+	w.buf = appendFrameHeader(w.buf[:0], op, len(data))
+	w.buf = append(w.buf, data...)
+	w.n, w.err = 0, nil
+	err := c.raw.Write(w.fn)
+	if err == nil {
+		err = w.err
+	}
+	var rest []byte
+	switch {
+	case errors.Is(err, unix.EAGAIN):
+		err = nil
+		rest = bytes.Clone(w.buf)
+	case err == nil && w.n < len(w.buf):
+		rest = bytes.Clone(w.buf[max(w.n, 0):])
+	}
+	if cap(w.buf) <= 64<<10 {
+		w.buf = w.buf[:0]
+		directWrites.Put(w)
+	}
+	return rest, err
 }
 
 // watch registers c's socket (c.fd) with the poller.
@@ -119,7 +169,13 @@ func (p *poller) close() {
 	}
 }
 
-var pollBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+// pollReader is what a polled socket's reader borrows while it reads.
+type pollReader struct {
+	br *bufio.Reader
+	frameScratch
+}
+
+var pollReaders = sync.Pool{New: func() any { return &pollReader{br: bufio.NewReaderSize(nil, readBufferSize)} }}
 
 // readReady reads and handles the frames that have arrived on c's socket,
 // then hands the socket back to the poller.
@@ -129,12 +185,13 @@ func (c *conn) readReady() {
 	// which cannot see the kernel's. It is never contended.
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	br := pollBufs.Get().(*bufio.Reader)
+	pr := pollReaders.Get().(*pollReader)
+	br := pr.br
 	br.Reset(c.nc)
 	for {
-		if !c.readFrame(br) {
+		if !c.readFrame(br, &pr.frameScratch) {
 			br.Reset(nil)
-			pollBufs.Put(br)
+			pollReaders.Put(pr)
 			c.teardown()
 			return
 		}
@@ -143,7 +200,7 @@ func (c *conn) readReady() {
 		}
 	}
 	br.Reset(nil)
-	pollBufs.Put(br)
+	pollReaders.Put(pr)
 	if d := c.throttle(); d > 0 {
 		// Over its rate: leave its bytes in the kernel for a while, so
 		// that TCP slows the sender down instead of this edge spending

@@ -2,7 +2,11 @@
 
 package edge
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/gobwas/ws"
+)
 
 // poller is Linux only; elsewhere every connection has its reading
 // goroutine.
@@ -15,3 +19,8 @@ func (*poller) watch(*conn) error { return errors.New("no poller") }
 func (*poller) forget(*conn)      {}
 func (*poller) close()            {}
 func (c *conn) readReady()        {}
+
+// writeNow is never called: without a poller no connection has c.raw.
+func (c *conn) writeNow(ws.OpCode, []byte) ([]byte, error) {
+	return nil, errors.New("no direct writes")
+}

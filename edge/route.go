@@ -79,7 +79,7 @@ func (c *conn) login(f *protocol.Frame, data []byte) {
 	// SUB on the same connection, so once the registry has answered, the
 	// server routes user.<token> here without a Flush round trip. Until
 	// the name is ours, bySub has no entry and deliveries are dropped.
-	sub, err := e.nc.ChanSubscribe(subject.User(token), e.msgs)
+	sub, err := e.nc.ChanSubscribe(subject.User(token), e.msgs[c.id%uint64(len(e.msgs))])
 	if err != nil {
 		c.sendError(reasonBusDown, errBusDown)
 		return
@@ -126,9 +126,8 @@ func (c *conn) login(f *protocol.Frame, data []byte) {
 		}
 		return
 	}
-	c.name, c.nameB, c.token, c.session, c.sub, c.rev = name, []byte(name), token, session, sub, rep.Revision
-	c.sent = []string{""}
-	c.natsHdr = nats.Header{subject.HeaderFrom: {token}, subject.HeaderEdge: {e.cfg.ID}, subject.HeaderSent: c.sent}
+	c.name, c.token, c.session, c.sub, c.rev = name, token, session, sub, rep.Revision
+	c.snd = nil // its headers name the previous login, if any
 	e.mu.Lock()
 	e.bySub[sub] = c
 	e.bySes[session] = c
@@ -185,62 +184,89 @@ func (c *conn) relay(f *protocol.Frame) {
 		c.sendError(reasonBadTarget, errInvalidTarget+err.Error())
 		return
 	}
-	out := c.out[:0]
+	bp := readBufs.Get().(*[]byte)
+	out, ok := c.build(f, (*bp)[:0])
+	if ok {
+		c.publish(f, out)
+	}
+	if cap(out) <= 64<<10 {
+		*bp = out[:0]
+		readBufs.Put(bp)
+	}
+}
+
+// build appends the frame the target receives for f to out; false when f
+// is refused (the client has been told why).
+func (c *conn) build(f *protocol.Frame, out []byte) ([]byte, bool) {
 	switch f.Type {
 	case protocol.TypeOffer:
 		if f.Payload == nil {
 			c.sendError(reasonMissingPayload, `missing "offer"`)
-			return
+			return out, false
 		}
-		out = protocol.AppendOffer(out, f.Payload, c.nameB)
+		return protocol.AppendOffer(out, f.Payload, unsafe.Slice(unsafe.StringData(c.name), len(c.name))), true
 	case protocol.TypeAnswer:
 		if f.Payload == nil {
 			c.sendError(reasonMissingPayload, `missing "answer"`)
-			return
+			return out, false
 		}
-		out = protocol.AppendAnswer(out, f.Payload)
+		return protocol.AppendAnswer(out, f.Payload), true
 	case protocol.TypeCandidate:
 		if f.Payload == nil {
 			c.sendError(reasonMissingPayload, `missing "candidate"`)
-			return
+			return out, false
 		}
 		if c.cands++; c.cands > c.e.cfg.MaxCandidates {
 			c.sendError(reasonCandidateLimit, "too many candidates for this call: dropped")
-			return
+			return out, false
 		}
-		out = protocol.AppendCandidate(out, f.Payload)
-	case protocol.TypeLeave:
-		out = protocol.AppendLeave(out)
+		return protocol.AppendCandidate(out, f.Payload), true
+	default: // protocol.TypeLeave
+		return protocol.AppendLeave(out), true
 	}
-	c.out = out
+}
+
+// publish sends out, built from f, to f's target.
+func (c *conn) publish(f *protocol.Frame, out []byte) {
 	e := c.e
 	if !e.nc.IsConnected() {
 		c.sendError(reasonBusDown, errBusDown)
 		return
 	}
-	if !c.route(f.Name) {
+	s := c.sender()
+	if !c.route(s, f.Name) {
 		c.sendError(reasonNotOnline, `user "`+string(f.Name)+`" is not online`)
 		return
 	}
 	switch f.Type {
 	case protocol.TypeOffer, protocol.TypeAnswer:
 		c.cands = 0
-		e.setPeer(c, c.lastToken)
+		e.setPeer(c, s.token)
 	case protocol.TypeLeave:
-		e.clearPeer(c, c.lastToken)
+		e.clearPeer(c, s.token)
 	}
 	// The send time, for the receiving edge's latency histogram. The
-	// header value aliases c.sentBuf: nats.go encodes the header inside
+	// header value aliases s.sentBuf: nats.go encodes the header inside
 	// PublishMsg, before the buffer is written again, so no string is
 	// allocated per message.
-	c.sentBuf = strconv.AppendInt(c.sentBuf[:0], time.Now().UnixNano(), 10)
-	c.sent[0] = unsafe.String(unsafe.SliceData(c.sentBuf), len(c.sentBuf))
-	pub := nats.Msg{Subject: c.lastSubj, Reply: c.lastReply, Header: c.natsHdr, Data: out}
+	b := strconv.AppendInt(s.sentBuf[:0], time.Now().UnixNano(), 10)
+	s.sent[0] = unsafe.String(unsafe.SliceData(b), len(b))
+	pub := nats.Msg{Subject: s.subj, Reply: s.reply, Header: s.hdr, Data: out}
 	if err := e.nc.PublishMsg(&pub); err != nil {
 		c.sendError(reasonBusDown, errBusDown)
 		return
 	}
 	e.stats.relayed[f.Type].Add(1)
+}
+
+// sender returns c's publishing state, making it on first use.
+func (c *conn) sender() *sender {
+	if c.snd == nil {
+		s := &sender{sent: []string{""}}
+		s.hdr = nats.Header{subject.HeaderFrom: {c.token}, subject.HeaderEdge: {c.e.cfg.ID}, subject.HeaderSent: s.sent}
+		c.snd = s
+	}
+	return c.snd
 }
 
 // route points the route cache at target; false means the target is not
@@ -249,18 +275,18 @@ func (c *conn) relay(f *protocol.Frame) {
 // when the target is not online anywhere (onNoResponders). But an operator's
 // "nats sub 'user.>'" counts as a responder too, so a new target is also
 // looked up in the users bucket once, when the cache changes to it.
-func (c *conn) route(target []byte) bool {
-	if string(target) == c.lastTarget && c.lastSubj != "" {
+func (c *conn) route(s *sender, target []byte) bool {
+	if string(target) == s.target && s.subj != "" {
 		return true
 	}
 	tok := names.Token(string(target))
 	if !c.e.online(tok) {
 		return false
 	}
-	c.lastTarget = string(target)
-	c.lastToken = tok
-	c.lastSubj = subject.User(tok)
-	c.lastReply = c.e.nrPrefix + strconv.FormatUint(c.id, 10) + "." + tok
+	s.target = string(target)
+	s.token = tok
+	s.subj = subject.User(tok)
+	s.reply = c.e.nrPrefix + strconv.FormatUint(c.id, 10) + "." + tok
 	return true
 }
 
@@ -333,10 +359,10 @@ func (e *Edge) onNoResponders(m *nats.Msg) {
 	c.sendError(reasonNotOnline, `user "`+name+`" is not online`)
 }
 
-// dispatch delivers every message of every user subscription to its socket.
-// It never blocks on a socket: enqueue is bounded and non-blocking.
-func (e *Edge) dispatch() {
-	for m := range e.msgs {
+// dispatch delivers the messages of the user subscriptions on msgs to their
+// sockets. It never blocks on a socket: enqueue is bounded and non-blocking.
+func (e *Edge) dispatch(msgs <-chan *nats.Msg) {
+	for m := range msgs {
 		e.deliver(m)
 	}
 }

@@ -1,0 +1,89 @@
+//go:build linux
+
+package edge
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// TestDirectWritePartial: frames are written straight from the enqueuing
+// goroutine until the kernel stops taking them; then the unwritten rest of
+// a frame goes to the writer goroutine ahead of what follows, and the
+// client, once it reads, gets every frame whole and in order.
+func TestDirectWritePartial(t *testing.T) {
+	e, _, _ := hotPath(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	_ = server.(*net.TCPConn).SetWriteBuffer(8 << 10)
+	c := &conn{e: e, id: e.nextID.Add(1), nc: server, r: server, fd: -1}
+	if _, err := socket(c); err != nil || c.raw == nil {
+		t.Fatalf("no raw socket: %v", err)
+	}
+
+	const n = 60
+	frame := func(i int) string { return fmt.Sprintf(`{"i":%d,"x":"%s"}`, i, strings.Repeat("x", 10000+i)) }
+	handedOver := false
+	for i := range n {
+		if !c.enqueue(ws.OpText, []byte(frame(i))) {
+			t.Fatalf("frame %d not queued", i)
+		}
+		c.wmu.Lock()
+		handedOver = handedOver || c.writing
+		c.wmu.Unlock()
+	}
+	if !handedOver {
+		t.Fatal("the kernel took 600 KB for a client that does not read: the writer was never needed")
+	}
+
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(client)
+	for i := range n {
+		f, err := ws.ReadFrame(br)
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if f.Header.OpCode != ws.OpText || !f.Header.Fin || f.Header.Masked || string(f.Payload) != frame(i) {
+			t.Fatalf("frame %d: %+v %.40q", i, f.Header, f.Payload)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.wmu.Lock()
+		idle := !c.writing && len(c.queue) == 0
+		c.wmu.Unlock()
+		if idle {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("writer still busy after the client read everything")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Idle again: the next frame goes straight to the socket.
+	if !c.enqueue(ws.OpText, []byte(`{"last":true}`)) {
+		t.Fatal("last frame not queued")
+	}
+	if f, err := ws.ReadFrame(br); err != nil || string(f.Payload) != `{"last":true}` {
+		t.Fatalf("last frame: %v %q", err, f.Payload)
+	}
+}
