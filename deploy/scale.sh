@@ -8,8 +8,12 @@
 #
 #   bash deploy/scale.sh                 # 5 edges x 19,000 users
 #   EDGES=3 USERS=5000 bash deploy/scale.sh
+#   PROFILE=/tmp/prof bash deploy/scale.sh   # also CPU profiles of signal and
+#                                            # edge 1 during the relay, there
 set -euo pipefail
 EDGES=${EDGES:-5} USERS=${USERS:-19000} RATE=${RATE:-2000} BASE=${BASE:-20090} NATS_PORT=${NATS_PORT:-24222}
+PROFILE=${PROFILE:-}
+admin() { [ -z "$PROFILE" ] || echo "-admin 127.0.0.1:$((BASE + 100 + $1))"; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=$(mktemp -d)
 pids=()
@@ -22,12 +26,12 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 (cd "$root" && go build -o "$dir/" ./cmd/signal ./cmd/edge ./cmd/signal-bench)
-F=(-rate -1 -max-conns-per-ip -1 -log-level warn)
-"$dir/signal" -listen 127.0.0.1:$BASE -nats-listen 127.0.0.1:$NATS_PORT -data "$dir/data" "${F[@]}" >"$dir/signal.log" 2>&1 &
+F=(-rate -1 -max-conns-per-ip -1 -log-level warn ${SERVER_ARGS:-})
+"$dir/signal" -listen 127.0.0.1:$BASE -nats-listen 127.0.0.1:$NATS_PORT -data "$dir/data" "${F[@]}" $(admin 0) >"$dir/signal.log" 2>&1 &
 servers=($!); pids+=($!)
 sleep 2
 for i in $(seq 1 $((EDGES - 1))); do
-  "$dir/edge" -listen 127.0.0.1:$((BASE + i)) -nats nats://127.0.0.1:$NATS_PORT -id "scale-$i" "${F[@]}" >"$dir/edge$i.log" 2>&1 &
+  "$dir/edge" -listen 127.0.0.1:$((BASE + i)) -nats nats://127.0.0.1:$NATS_PORT -id "scale-$i" "${F[@]}" $(admin "$i") >"$dir/edge$i.log" 2>&1 &
   servers+=($!); pids+=($!)
 done
 sleep 2
@@ -45,6 +49,17 @@ echo "scale: $(ls "$dir"/ready* 2>/dev/null | wc -l) of $EDGES edges hold $USERS
 rss() { for p in "${servers[@]}"; do printf '  %s %s\n' "$(tr '\0' ' ' </proc/$p/cmdline | cut -c1-60)" "$(grep VmRSS /proc/$p/status)"; done; }
 rss
 "$dir/signal-bench" relay -url ws://127.0.0.1:$((BASE + 1))/,ws://127.0.0.1:$((BASE + 2))/ \
-  -pairs 20 -rate "$RATE" -duration 10s -warmup 1s >"$dir/relay.json" 2>"$dir/relay.err" || true
+  -pairs 20 -rate "$RATE" -duration 10s -warmup 1s >"$dir/relay.json" 2>"$dir/relay.err" &
+relay=$!
+if [ -n "$PROFILE" ]; then
+  mkdir -p "$PROFILE"
+  sleep 3
+  curl -fsS -o "$PROFILE/signal.cpu" "http://127.0.0.1:$((BASE + 100))/debug/pprof/profile?seconds=6" &
+  p1=$!
+  curl -fsS -o "$PROFILE/edge1.cpu" "http://127.0.0.1:$((BASE + 101))/debug/pprof/profile?seconds=6" || true
+  wait $p1 || true
+  cp "$dir/signal" "$dir/edge" "$PROFILE/"
+fi
+wait $relay || true
 grep -E "delivered|round trip" "$dir/relay.err" || cat "$dir/relay.err"
 rss

@@ -66,10 +66,10 @@ func (e *Edge) heartbeat() {
 // for the whole edge, not a timer per socket.
 func (e *Edge) pinger() {
 	defer e.bgWG.Done()
-	tick := min(e.cfg.PingAfter, e.cfg.PongTimeout) / 4
-	t := time.NewTicker(max(tick, 10*time.Millisecond))
+	tick := max(min(e.cfg.PingAfter, e.cfg.PongTimeout)/4, 10*time.Millisecond)
+	t := time.NewTicker(tick)
 	defer t.Stop()
-	var conns []*conn
+	var conns, due []*conn
 	for {
 		select {
 		case <-t.C:
@@ -83,6 +83,7 @@ func (e *Edge) pinger() {
 			conns = append(conns, c)
 		}
 		e.mu.RUnlock()
+		due = due[:0]
 		for _, c := range conns {
 			idle := time.Duration(now - c.lastRead.Load())
 			switch {
@@ -94,11 +95,45 @@ func (e *Edge) pinger() {
 				c.deliberate.Store(true)
 				c.abort()
 			case idle > e.cfg.PingAfter && !c.pinged.Load():
-				c.pinged.Store(true)
-				c.enqueue(ws.OpPing, nil)
+				due = append(due, c)
 			}
 		}
+		clear(conns)
+		if !e.pingSpread(due, tick/2) {
+			return
+		}
+		clear(due)
 	}
+}
+
+// pingBatch is how many sockets are pinged at once.
+const pingBatch = 64
+
+// pingSpread pings conns in batches spread over d: thousands of sockets that
+// went idle together (a reconnect wave, a restart, a benchmark's ramp) are
+// not all pinged, and do not all answer, in the same instant, which would
+// delay everyone's messages behind them. False when the edge is stopping.
+func (e *Edge) pingSpread(conns []*conn, d time.Duration) bool {
+	gap := d / time.Duration((len(conns)+pingBatch-1)/pingBatch+1)
+	var t *time.Timer
+	for i, c := range conns {
+		if i > 0 && i%pingBatch == 0 {
+			if t == nil {
+				t = time.NewTimer(gap)
+				defer t.Stop()
+			} else {
+				t.Reset(gap)
+			}
+			select {
+			case <-t.C:
+			case <-e.stopBG:
+				return false
+			}
+		}
+		c.pinged.Store(true)
+		c.enqueue(ws.OpPing, nil)
+	}
+	return true
 }
 
 // verifySessions closes (4001) every connection whose name's entry in the

@@ -87,3 +87,60 @@ func TestDirectWritePartial(t *testing.T) {
 		t.Fatalf("last frame: %v %q", err, f.Payload)
 	}
 }
+
+// TestPingSpread: a round of pings goes out in batches spread over the time
+// given, every socket pinged once.
+func TestPingSpread(t *testing.T) {
+	e, _, _ := hotPath(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const n = 2*pingBatch + 1 // three batches
+	conns := make([]*conn, n)
+	arrived := make(chan time.Time, n)
+	for i := range conns {
+		client, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+		server, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer server.Close()
+		conns[i] = &conn{e: e, id: e.nextID.Add(1), nc: server, r: server, fd: -1}
+		_, _ = socket(conns[i])
+		go func() {
+			_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+			f, err := ws.ReadFrame(client)
+			if err != nil || f.Header.OpCode != ws.OpPing {
+				t.Errorf("want a ping: %v %+v", err, f.Header)
+				arrived <- time.Time{}
+				return
+			}
+			arrived <- time.Now()
+		}()
+	}
+	const d = 300 * time.Millisecond // two gaps of d/4 between three batches
+	start := time.Now()
+	if !e.pingSpread(conns, d) {
+		t.Fatal("pingSpread stopped")
+	}
+	var last time.Time
+	for range n {
+		if at := <-arrived; at.After(last) {
+			last = at
+		}
+	}
+	if span := last.Sub(start); span < d/2 {
+		t.Errorf("the last of %d pings arrived %v after the first was sent, want at least %v", n, span, d/2)
+	}
+	for i, c := range conns {
+		if !c.pinged.Load() {
+			t.Errorf("conn %d not marked pinged", i)
+		}
+	}
+}
