@@ -42,10 +42,12 @@ var (
 	closeResumed = closeReason{ws.StatusCode(4002), "session resumed elsewhere"}
 )
 
-// conn is one client socket. Its read loop (serve) runs in one goroutine and
-// owns everything not marked otherwise; writes go through a bounded queue
-// drained by a writer goroutine that exists only while there is something to
-// write, so an idle connection costs one parked goroutine.
+// conn is one client socket. Its reader (readReady for a polled socket,
+// serve otherwise) owns everything not marked otherwise, one reader at a
+// time. A frame for the client is written at once by whoever enqueues it
+// when nothing is waiting and the kernel takes it; otherwise it waits in a
+// bounded queue drained by a writer goroutine that exists only while there
+// is something to write. A polled idle connection has no goroutine at all.
 type conn struct {
 	e        *Edge
 	id       uint64
