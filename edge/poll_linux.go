@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -171,11 +172,41 @@ func (p *poller) close() {
 
 // pollReader is what a polled socket's reader borrows while it reads.
 type pollReader struct {
-	br *bufio.Reader
+	br  *bufio.Reader
+	src stallGuard
 	frameScratch
 }
 
 var pollReaders = sync.Pool{New: func() any { return &pollReader{br: bufio.NewReaderSize(nil, readBufferSize)} }}
+
+// stallGuard is the source of a polled reader's buffer. The first read of a
+// round finds data (the poller said so); a later one is for the rest of a
+// frame, which must come within PongTimeout: a client that starts a frame
+// and goes silent would otherwise hold this goroutine and its buffers until
+// the dead-socket check, PingAfter+PongTimeout later.
+type stallGuard struct {
+	c     *conn
+	reads int
+	armed bool
+	until time.Time
+}
+
+func (g *stallGuard) Read(p []byte) (int, error) {
+	if g.reads > 0 && !g.armed {
+		g.until = time.Now().Add(g.c.e.cfg.PongTimeout)
+		_ = g.c.nc.SetReadDeadline(g.until)
+		g.armed = true
+	}
+	g.reads++
+	n, err := g.c.nc.Read(p)
+	if err != nil && g.armed && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(g.until) {
+		// Stalled in the middle of a frame: gone like a dead socket (not
+		// a drop whose session waits for a resume).
+		g.c.e.stats.errors[reasonDeadSocket].Add(1)
+		g.c.deliberate.Store(true)
+	}
+	return n, err
+}
 
 // readReady reads and handles the frames that have arrived on c's socket,
 // then hands the socket back to the poller.
@@ -186,11 +217,13 @@ func (c *conn) readReady() {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	pr := pollReaders.Get().(*pollReader)
+	pr.src = stallGuard{c: c}
 	br := pr.br
-	br.Reset(c.nc)
+	br.Reset(&pr.src)
 	for {
 		if !c.readFrame(br, &pr.frameScratch) {
 			br.Reset(nil)
+			pr.src = stallGuard{}
 			pollReaders.Put(pr)
 			c.teardown()
 			return
@@ -199,7 +232,11 @@ func (c *conn) readReady() {
 			break
 		}
 	}
+	if pr.src.armed {
+		_ = c.nc.SetReadDeadline(time.Time{})
+	}
 	br.Reset(nil)
+	pr.src = stallGuard{}
 	pollReaders.Put(pr)
 	if d := c.throttle(); d > 0 {
 		// Over its rate: leave its bytes in the kernel for a while, so
