@@ -39,24 +39,10 @@ func hotPath(tb testing.TB) (e *Edge, a, b *conn) {
 		defer cancel()
 		_ = e.Shutdown(ctx)
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = ln.Close() })
+	sockets := socketPairs(tb)
 	newConn := func(name string) *conn {
-		client, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			tb.Fatal(err)
-		}
-		server, err := ln.Accept()
-		if err != nil {
-			tb.Fatal(err)
-		}
+		c, client := sockets(e)
 		go func() { _, _ = io.Copy(io.Discard, client) }()
-		tb.Cleanup(func() { _ = client.Close(); _ = server.Close() })
-		c := &conn{e: e, id: e.nextID.Add(1), nc: server, r: server, fd: -1}
-		_, _ = socket(c) // for direct writes (not watched: the test reads nothing)
 		e.mu.Lock()
 		e.byID[c.id] = c
 		e.connWG.Add(1)
@@ -122,16 +108,41 @@ func sink(a *conn) {
 	a.snd.subj, a.snd.reply = "bench.sink", ""
 }
 
+// socketPairs returns a function that makes a connection of e on a loopback
+// TCP socket (set up for direct writes, not watched by the poller: tests
+// call its methods themselves) and returns it with the client's end.
+func socketPairs(tb testing.TB) func(e *Edge) (*conn, net.Conn) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = ln.Close() })
+	return func(e *Edge) (*conn, net.Conn) {
+		client, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		server, err := ln.Accept()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { _ = client.Close(); _ = server.Close() })
+		c := &conn{e: e, id: e.nextID.Add(1), nc: server, r: server, fd: -1}
+		_, _ = socket(c)
+		return c, client
+	}
+}
+
 // waitWritten waits until c's writer has written everything queued.
 func waitWritten(c *conn) {
-	for {
-		c.wmu.Lock()
-		idle := !c.writing && len(c.queue) == 0
-		c.wmu.Unlock()
-		if idle {
-			return
-		}
+	for !writtenAll(c) {
 	}
+}
+
+func writtenAll(c *conn) bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return !c.writing && len(c.queue) == 0
 }
 
 // TestHotPathAllocs holds the per-message paths to their allocation

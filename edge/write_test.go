@@ -19,25 +19,10 @@ import (
 // client, once it reads, gets every frame whole and in order.
 func TestDirectWritePartial(t *testing.T) {
 	e, _, _ := hotPath(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
-	_ = server.(*net.TCPConn).SetWriteBuffer(8 << 10)
-	c := &conn{e: e, id: e.nextID.Add(1), nc: server, r: server, fd: -1}
-	if _, err := socket(c); err != nil || c.raw == nil {
-		t.Fatalf("no raw socket: %v", err)
+	c, client := socketPairs(t)(e)
+	_ = c.nc.(*net.TCPConn).SetWriteBuffer(8 << 10)
+	if c.raw == nil {
+		t.Fatal("no raw socket")
 	}
 
 	const n = 60
@@ -67,13 +52,7 @@ func TestDirectWritePartial(t *testing.T) {
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c.wmu.Lock()
-		idle := !c.writing && len(c.queue) == 0
-		c.wmu.Unlock()
-		if idle {
-			break
-		}
+	for !writtenAll(c) {
 		if time.Now().After(deadline) {
 			t.Fatal("writer still busy after the client read everything")
 		}
@@ -92,27 +71,13 @@ func TestDirectWritePartial(t *testing.T) {
 // given, every socket pinged once.
 func TestPingSpread(t *testing.T) {
 	e, _, _ := hotPath(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	sockets := socketPairs(t)
 	const n = 2*pingBatch + 1 // three batches
 	conns := make([]*conn, n)
 	arrived := make(chan time.Time, n)
 	for i := range conns {
-		client, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer client.Close()
-		server, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer server.Close()
-		conns[i] = &conn{e: e, id: e.nextID.Add(1), nc: server, r: server, fd: -1}
-		_, _ = socket(conns[i])
+		c, client := sockets(e)
+		conns[i] = c
 		go func() {
 			_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
 			f, err := ws.ReadFrame(client)
