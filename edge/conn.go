@@ -403,11 +403,7 @@ func (c *conn) enqueue(op ws.OpCode, data []byte) bool {
 		rest, err := c.writeNow(op, data)
 		c.wmu.Lock()
 		if err != nil {
-			c.writing = false
-			c.closeSent = true
-			c.queue = nil
-			c.wmu.Unlock()
-			c.kill() // the reader sees it and tears down
+			c.writeFailed()
 			return true
 		}
 		if rest != nil {
@@ -487,11 +483,7 @@ func (c *conn) writeLoop() {
 		c.wmu.Unlock()
 		if err != nil {
 			c.wmu.Lock()
-			c.writing = false
-			c.closeSent = true
-			c.queue = nil
-			c.wmu.Unlock()
-			c.kill() // the reader sees it and tears down
+			c.writeFailed()
 			return
 		}
 		if sentClose {
@@ -501,6 +493,23 @@ func (c *conn) writeLoop() {
 			time.AfterFunc(c.e.cfg.CloseTimeout, c.kill)
 		}
 	}
+}
+
+// writeFailed ends the writing after a failed write; c.wmu is held and is
+// released. Nothing more is sent. If the reader has already ended, it left
+// closing the socket to the writer; otherwise the socket is cut so that the
+// reader ends (and closes it).
+func (c *conn) writeFailed() {
+	c.writing = false
+	c.closeSent = true
+	c.queue = nil
+	done := c.done
+	c.wmu.Unlock()
+	if done {
+		_ = c.nc.Close()
+		return
+	}
+	c.kill()
 }
 
 // appendFrameHeader appends an unmasked server frame header.

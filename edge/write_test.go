@@ -109,3 +109,25 @@ func TestPingSpread(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteFailedAfterTeardown: when the reader ends while a write is in
+// flight, closing the socket is left to the writer; if that write then
+// fails, the writer still closes it (no descriptor is leaked).
+func TestWriteFailedAfterTeardown(t *testing.T) {
+	e, _, _ := hotPath(t)
+	c, _ := socketPairs(t)(e)
+	e.connWG.Add(1)
+	e.stats.connections.Add(1)
+	c.wmu.Lock()
+	c.writing = true // a write in flight
+	c.wmu.Unlock()
+	c.teardown()
+	if c.raw.Control(func(uintptr) {}) != nil {
+		t.Fatal("teardown closed the socket under a writer")
+	}
+	c.wmu.Lock()
+	c.writeFailed()
+	if err := c.raw.Control(func(uintptr) {}); err == nil {
+		t.Fatal("socket still open after the failed write of an ended connection")
+	}
+}
