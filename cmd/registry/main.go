@@ -38,12 +38,9 @@ func mainErr() error {
 	auth := cli.AddNATSAuth(fs)
 	shutdownTimeout := cli.Duration(fs, "shutdown-timeout", "SIGNAL_SHUTDOWN_TIMEOUT", run.DefaultShutdownTimeout, "bound on a graceful stop")
 	rf := run.AddRegistryFlags(fs, registry.DefaultReplicas)
-	admin := run.Admin(fs)
-	gc := run.GC(fs)
-	logger := cli.LogLevel(fs)
-	_ = fs.Parse(os.Args[1:])
-	log := logger()
-	if err := gc(); err != nil {
+	pf := run.AddProcessFlags(fs)
+	log, err := pf.Parse(fs, os.Args[1:])
+	if err != nil {
 		return err
 	}
 
@@ -77,7 +74,7 @@ func mainErr() error {
 	metrics.NATSConnected(mr, "registry", nc)
 	actx, acancel := context.WithCancel(context.Background())
 	defer acancel()
-	if err := metrics.Serve(actx, *admin, metrics.Handler(mr, metrics.NATSReady(nc)), log); err != nil {
+	if err := metrics.Serve(actx, *pf.Admin, metrics.Handler(mr, metrics.NATSReady(nc)), log); err != nil {
 		return errors.Join(err, reg.Stop())
 	}
 	<-ctx.Done()

@@ -49,12 +49,9 @@ func mainErr() error {
 	ef := run.AddEdgeFlags(fs)
 	sf := run.AddSecurityFlags(fs)
 	rf := run.AddRegistryFlags(fs, registry.DefaultReplicas)
-	admin := run.Admin(fs)
-	gc := run.GC(fs)
-	logger := cli.LogLevel(fs)
-	_ = fs.Parse(os.Args[1:])
-	log := logger()
-	if err := gc(); err != nil {
+	pf := run.AddProcessFlags(fs)
+	log, err := pf.Parse(fs, os.Args[1:])
+	if err != nil {
 		return err
 	}
 	if *ef.ID != "" {
@@ -119,7 +116,7 @@ func mainErr() error {
 	}
 	actx, acancel := context.WithCancel(context.Background())
 	defer acancel()
-	if err := metrics.Serve(actx, *admin, metrics.Handler(mr, metrics.NATSReady(rnc), metrics.NATSReady(enc)), log); err != nil {
+	if err := metrics.Serve(actx, *pf.Admin, metrics.Handler(mr, metrics.NATSReady(rnc), metrics.NATSReady(enc)), log); err != nil {
 		return errors.Join(err, stopEdge(context.Background()), stopRegistry(context.Background()))
 	}
 	scheme := "ws"

@@ -47,6 +47,26 @@ func Admin(fs *flag.FlagSet) *string {
 // 1.3 KB less resident per idle user (README, Performance).
 const DefaultGOGC = "50"
 
+// Process holds the flags every binary has: -admin, -gogc and -log-level.
+type Process struct {
+	Admin  *string
+	gc     func() error
+	logger func() *slog.Logger
+}
+
+// AddProcessFlags defines them on fs.
+func AddProcessFlags(fs *flag.FlagSet) *Process {
+	return &Process{Admin: Admin(fs), gc: GC(fs), logger: cli.LogLevel(fs)}
+}
+
+// Parse parses args into fs, applies -gogc and returns the logger that
+// -log-level asks for.
+func (p *Process) Parse(fs *flag.FlagSet, args []string) (*slog.Logger, error) {
+	_ = fs.Parse(args) // flag.ExitOnError
+	log := p.logger()
+	return log, p.gc()
+}
+
 // GC defines -gogc; the returned function applies it once flags are parsed.
 func GC(fs *flag.FlagSet) func() error {
 	v := cli.String(fs, "gogc", "GOGC", DefaultGOGC, "garbage collector target: heap growth between collections in percent of the live heap, or off (Go's GOGC)")
