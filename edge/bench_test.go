@@ -41,23 +41,8 @@ func hotPath(tb testing.TB) (e *Edge, a, b *conn) {
 	})
 	sockets := socketPairs(tb)
 	newConn := func(name string) *conn {
-		c, client := sockets(e)
+		c, client := loggedIn(tb, e, sockets, name)
 		go func() { _, _ = io.Copy(io.Discard, client) }()
-		e.mu.Lock()
-		e.byID[c.id] = c
-		e.connWG.Add(1)
-		e.mu.Unlock()
-		e.stats.connections.Add(1)
-		f := new(protocol.Frame)
-		data := []byte(`{"type":"login","name":"` + name + `"}`)
-		if err := protocol.Parse(data, f); err != nil {
-			tb.Fatal(err)
-		}
-		c.login(f, data)
-		if c.sub == nil {
-			tb.Fatalf("login %s failed", name)
-		}
-		tb.Cleanup(c.teardown) // before the edge's shutdown, which waits for it
 		return c
 	}
 	return e, newConn("alice"), newConn("bob")
@@ -106,6 +91,29 @@ func natsMsg(to *conn) *nats.Msg {
 func sink(a *conn) {
 	a.message(ws.OpText, offer) // a real route first: online check and cache
 	a.snd.subj, a.snd.reply = "bench.sink", ""
+}
+
+// loggedIn makes a connection of e on a loopback socket from sockets, logs
+// it in as name and returns it with the client's end, which the caller
+// reads.
+func loggedIn(tb testing.TB, e *Edge, sockets func(*Edge) (*conn, net.Conn), name string) (*conn, net.Conn) {
+	c, client := sockets(e)
+	e.mu.Lock()
+	e.byID[c.id] = c
+	e.connWG.Add(1)
+	e.mu.Unlock()
+	e.stats.connections.Add(1)
+	f := new(protocol.Frame)
+	data := []byte(`{"type":"login","name":"` + name + `"}`)
+	if err := protocol.Parse(data, f); err != nil {
+		tb.Fatal(err)
+	}
+	c.login(f, data)
+	if c.sub == nil {
+		tb.Fatalf("login %s failed", name)
+	}
+	tb.Cleanup(c.teardown) // before the edge's shutdown, which waits for it
+	return c, client
 }
 
 // socketPairs returns a function that makes a connection of e on a loopback

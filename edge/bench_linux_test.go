@@ -1,0 +1,68 @@
+//go:build linux
+
+package edge
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"testing"
+
+	"github.com/gobwas/ws"
+)
+
+// socketPath sets up carol, a logged-in connection whose frames the test
+// writes to the socket as a client would, and returns a function that
+// reads and handles one frame the way the poller's reader does.
+func socketPath(tb testing.TB) (e *Edge, sendAndRead func() bool) {
+	e, _, _ = hotPath(tb)
+	c, client := loggedIn(tb, e, socketPairs(tb), "carol")
+	go func() { _, _ = io.Copy(io.Discard, client) }()
+	sink(c)
+	var buf bytes.Buffer
+	if err := ws.WriteFrame(&buf, ws.MaskFrame(ws.NewTextFrame(offer))); err != nil {
+		tb.Fatal(err)
+	}
+	frame := buf.Bytes()
+	pr := &pollReader{br: bufio.NewReaderSize(nil, readBufferSize)}
+	pr.src = stallGuard{c: c}
+	pr.br.Reset(&pr.src)
+	return e, func() bool {
+		if _, err := client.Write(frame); err != nil {
+			return false
+		}
+		pr.src.reads = 0
+		return c.readFrame(pr.br, &pr.frameScratch)
+	}
+}
+
+// BenchmarkSocketToNATS: a client frame from the socket to its NATS
+// publish, as a polled connection's reader handles it: the socket read,
+// WebSocket header and unmasking, then all of BenchmarkClientToNATS. (The
+// client's write is in the loop too.)
+func BenchmarkSocketToNATS(b *testing.B) {
+	_, next := socketPath(b)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(offer)))
+	for b.Loop() {
+		if !next() {
+			b.Fatal("connection ended")
+		}
+	}
+}
+
+// TestSocketPathAllocs: the socket read and WebSocket framing add no
+// allocation to the client-frame-to-publish budget of TestHotPathAllocs.
+func TestSocketPathAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates; run without -race")
+	}
+	_, next := socketPath(t)
+	if n := testing.AllocsPerRun(1000, func() {
+		if !next() {
+			t.Fatal("connection ended")
+		}
+	}); n > 3 {
+		t.Errorf("socket frame to NATS publish: %.1f allocations, want at most 3 (those of TestHotPathAllocs)", n)
+	}
+}
