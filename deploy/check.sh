@@ -19,9 +19,9 @@
 #                                # with failover, + cluster.sh (~1 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for f in deploy/cluster.sh deploy/check.sh; do bash -n "$f"; done
+for f in deploy/*.sh; do bash -n "$f"; done
 if command -v shellcheck >/dev/null; then
-  shellcheck deploy/cluster.sh deploy/check.sh
+  shellcheck deploy/cluster.sh deploy/check.sh deploy/scale.sh deploy/compare.sh
 fi
 run='^TestDeployFiles$'
 if [ "${1:-}" = "-all" ]; then

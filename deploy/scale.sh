@@ -13,7 +13,9 @@
 set -euo pipefail
 EDGES=${EDGES:-5} USERS=${USERS:-19000} RATE=${RATE:-2000} BASE=${BASE:-20090} NATS_PORT=${NATS_PORT:-24222}
 PROFILE=${PROFILE:-}
-admin() { [ -z "$PROFILE" ] || echo "-admin 127.0.0.1:$((BASE + 100 + $1))"; }
+[ "$EDGES" -ge 2 ] || { echo "scale: EDGES must be at least 2 (the relay runs across two edges)" >&2; exit 2; }
+# admin I: the -admin flag of server I, when profiling.
+admin() { adm=(); [ -z "$PROFILE" ] || adm=(-admin "127.0.0.1:$((BASE + 100 + $1))"); }
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=$(mktemp -d)
 pids=()
@@ -26,12 +28,15 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 (cd "$root" && go build -o "$dir/" ./cmd/signal ./cmd/edge ./cmd/signal-bench)
-F=(-rate -1 -max-conns-per-ip -1 -log-level warn ${SERVER_ARGS:-})
-"$dir/signal" -listen 127.0.0.1:$BASE -nats-listen 127.0.0.1:$NATS_PORT -data "$dir/data" "${F[@]}" $(admin 0) >"$dir/signal.log" 2>&1 &
+read -ra extra <<<"${SERVER_ARGS:-}"
+F=(-rate -1 -max-conns-per-ip -1 -log-level warn "${extra[@]}")
+admin 0
+"$dir/signal" -listen "127.0.0.1:$BASE" -nats-listen "127.0.0.1:$NATS_PORT" -data "$dir/data" "${F[@]}" "${adm[@]}" >"$dir/signal.log" 2>&1 &
 servers=($!); pids+=($!)
 sleep 2
 for i in $(seq 1 $((EDGES - 1))); do
-  "$dir/edge" -listen 127.0.0.1:$((BASE + i)) -nats nats://127.0.0.1:$NATS_PORT -id "scale-$i" "${F[@]}" $(admin "$i") >"$dir/edge$i.log" 2>&1 &
+  admin "$i"
+  "$dir/edge" -listen "127.0.0.1:$((BASE + i))" -nats "nats://127.0.0.1:$NATS_PORT" -id "scale-$i" "${F[@]}" "${adm[@]}" >"$dir/edge$i.log" 2>&1 &
   servers+=($!); pids+=($!)
 done
 sleep 2
@@ -42,13 +47,16 @@ for i in $(seq 0 $((EDGES - 1))); do
   pids+=($!)
 done
 for t in $(seq 1 $((hold + 60))); do
-  [ "$(ls "$dir"/ready* 2>/dev/null | wc -l)" -eq "$EDGES" ] && break
+  [ "$(find "$dir" -maxdepth 1 -name 'ready*' | wc -l)" -eq "$EDGES" ] && break
   sleep 1
 done
-echo "scale: $(ls "$dir"/ready* 2>/dev/null | wc -l) of $EDGES edges hold $USERS users each (${t}s)"
-rss() { for p in "${servers[@]}"; do printf '  %s %s\n' "$(tr '\0' ' ' </proc/$p/cmdline | cut -c1-60)" "$(grep VmRSS /proc/$p/status)"; done; }
+echo "scale: $(find "$dir" -maxdepth 1 -name 'ready*' | wc -l) of $EDGES edges hold $USERS users each (${t}s)"
+rss() { for p in "${servers[@]}"; do printf '  %s %s\n' "$(tr '\0' ' ' <"/proc/$p/cmdline" | cut -c1-60)" "$(grep VmRSS "/proc/$p/status")"; done; }
 rss
-"$dir/signal-bench" relay -url ws://127.0.0.1:$((BASE + 1))/,ws://127.0.0.1:$((BASE + 2))/ \
+# The relay's callers and callees on two edge processes (on signal's own
+# edge and the first edge process when there are only two).
+r1=$((EDGES > 2 ? BASE + 1 : BASE)) r2=$((EDGES > 2 ? BASE + 2 : BASE + 1))
+"$dir/signal-bench" relay -url "ws://127.0.0.1:$r1/,ws://127.0.0.1:$r2/" \
   -pairs 20 -rate "$RATE" -duration 10s -warmup 1s >"$dir/relay.json" 2>"$dir/relay.err" &
 relay=$!
 if [ -n "$PROFILE" ]; then
