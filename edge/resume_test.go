@@ -64,6 +64,11 @@ func TestResume(t *testing.T) {
 		c, tok := call(t)
 		_ = c.Abort() // the network drops: no close frame
 		time.Sleep(100 * time.Millisecond)
+		// Held: messages for it are refused, and nobody gets leave.
+		send(t, peer, `{"type":"candidate","name":"mobile","candidate":0}`)
+		if m := recv(t, peer); m.Type != "error" || m.Message != `user "mobile" is not online` {
+			t.Fatalf("message for a held session: got %s", m.Raw)
+		}
 		c2 := dial(t, e2)
 		start := time.Now()
 		m := loginResume(t, c2, "mobile", tok)
