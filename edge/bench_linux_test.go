@@ -6,10 +6,44 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"net"
+	"runtime"
 	"testing"
 
 	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
 )
+
+// settler returns a function that waits until everything written to c has
+// been read by its client (hotPath's background reader): nothing unsent in
+// the edge's socket, nothing unread in the client's. It allocates nothing.
+func settler(tb testing.TB, c *conn) func() {
+	v, ok := clients.Load(c)
+	if !ok {
+		tb.Fatal("not a hotPath connection")
+	}
+	sfd, cfd := fdOf(tb, c.nc), fdOf(tb, v.(net.Conn))
+	return func() {
+		for {
+			out, err1 := unix.IoctlGetInt(sfd, unix.SIOCOUTQ)
+			in, err2 := unix.IoctlGetInt(cfd, unix.SIOCINQ)
+			if err1 != nil || err2 != nil || out == 0 && in == 0 {
+				return
+			}
+			runtime.Gosched()
+		}
+	}
+}
+
+func fdOf(tb testing.TB, nc net.Conn) int {
+	rc, err := nc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fd := -1
+	_ = rc.Control(func(f uintptr) { fd = int(f) })
+	return fd
+}
 
 // socketPath sets up carol, a logged-in connection whose frames the test
 // writes to the socket as a client would, and returns a function that

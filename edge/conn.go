@@ -418,7 +418,7 @@ func (c *conn) enqueue(op ws.OpCode, data []byte) bool {
 		} else {
 			c.writing = false
 			if c.done {
-				_ = c.nc.Close()
+				go c.lingerClose()
 			}
 		}
 		c.wmu.Unlock()
@@ -451,7 +451,7 @@ func (c *conn) writeLoop() {
 			}
 			c.wmu.Unlock()
 			if done {
-				_ = c.nc.Close()
+				c.lingerClose()
 			}
 			return
 		}
@@ -510,6 +510,28 @@ func (c *conn) writeFailed() {
 		return
 	}
 	c.kill()
+}
+
+// Lingering close: how long, and how many bytes, lingerClose reads.
+const (
+	lingerTime  = 500 * time.Millisecond
+	lingerBytes = 256 << 10
+)
+
+// lingerClose closes the socket once everything for the client is written.
+// It ends our side first (FIN behind the last frame), then reads and drops
+// what the client still sends, until it closes too, for lingerTime and
+// lingerBytes at most. Closing a socket with unread bytes resets the
+// connection, and a reset can make the client's kernel drop what it has not
+// read yet: the close frame and the error frame that explain why (a flooder
+// closed with 1008 always has unread bytes).
+func (c *conn) lingerClose() {
+	if tc, ok := c.nc.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+		_ = tc.SetReadDeadline(time.Now().Add(lingerTime))
+		_, _ = io.CopyN(io.Discard, tc, lingerBytes)
+	}
+	_ = c.nc.Close()
 }
 
 // appendFrameHeader appends an unmasked server frame header.
@@ -585,7 +607,7 @@ func (c *conn) teardown() {
 	writing := c.writing
 	c.wmu.Unlock()
 	if !writing {
-		_ = c.nc.Close()
+		go c.lingerClose()
 	}
 	e := c.e
 	if c.sub != nil {
