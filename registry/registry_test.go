@@ -215,7 +215,7 @@ func TestLeaseLapse(t *testing.T) {
 	s := natstest.Server(t)
 	nc := natstest.Conn(t, s)
 	r, err := registry.New(context.Background(), registry.Config{
-		NC: nc, Logger: slog.New(slog.DiscardHandler), Lease: 600 * time.Millisecond, Sweep: 50 * time.Millisecond,
+		NC: nc, Logger: slog.New(slog.DiscardHandler), Lease: 1500 * time.Millisecond, Sweep: 50 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
