@@ -407,6 +407,16 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.upgrade(w, r)
 }
 
+// appendConns appends every connection of the edge to dst.
+func (e *Edge) appendConns(dst []*conn) []*conn {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for _, c := range e.byID {
+		dst = append(dst, c)
+	}
+	return dst
+}
+
 func isUpgrade(r *http.Request) bool {
 	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
 }
@@ -423,12 +433,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 	e.log.Info("edge shutting down", "connections", e.stats.connections.Load())
 	err := e.srv.Shutdown(ctx) // hijacked sockets are not its business
 
-	e.mu.RLock()
-	conns := make([]*conn, 0, len(e.byID))
-	for _, c := range e.byID {
-		conns = append(conns, c)
-	}
-	e.mu.RUnlock()
+	conns := e.appendConns(nil)
 	for _, c := range conns {
 		c.closeWith(closeGoingAway)
 	}
@@ -452,13 +457,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 	if e.poll != nil {
 		e.poll.close()
 	}
-	e.mu.RLock()
-	left := make([]*conn, 0, len(e.byID))
-	for _, c := range e.byID {
-		left = append(left, c)
-	}
-	e.mu.RUnlock()
-	for _, c := range left {
+	for _, c := range e.appendConns(nil) {
 		c.rmu.Lock()
 		c.teardown()
 		c.rmu.Unlock()

@@ -77,12 +77,7 @@ func (e *Edge) pinger() {
 			return
 		}
 		now := time.Now().UnixNano()
-		conns = conns[:0]
-		e.mu.RLock()
-		for _, c := range e.byID {
-			conns = append(conns, c)
-		}
-		e.mu.RUnlock()
+		conns = e.appendConns(conns[:0])
 		due = due[:0]
 		for _, c := range conns {
 			idle := time.Duration(now - c.lastRead.Load())

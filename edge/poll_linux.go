@@ -187,19 +187,17 @@ var pollReaders = sync.Pool{New: func() any { return &pollReader{br: bufio.NewRe
 type stallGuard struct {
 	c     *conn
 	reads int
-	armed bool
-	until time.Time
+	until time.Time // the deadline for the rest of the frame; zero until set
 }
 
 func (g *stallGuard) Read(p []byte) (int, error) {
-	if g.reads > 0 && !g.armed {
+	if g.reads > 0 && g.until.IsZero() {
 		g.until = time.Now().Add(g.c.e.cfg.PongTimeout)
 		_ = g.c.nc.SetReadDeadline(g.until)
-		g.armed = true
 	}
 	g.reads++
 	n, err := g.c.nc.Read(p)
-	if err != nil && g.armed && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(g.until) {
+	if err != nil && !g.until.IsZero() && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(g.until) {
 		// Stalled in the middle of a frame: gone like a dead socket (not
 		// a drop whose session waits for a resume).
 		g.c.e.stats.errors[reasonDeadSocket].Add(1)
@@ -232,7 +230,7 @@ func (c *conn) readReady() {
 			break
 		}
 	}
-	if pr.src.armed {
+	if !pr.src.until.IsZero() {
 		_ = c.nc.SetReadDeadline(time.Time{})
 	}
 	br.Reset(nil)
