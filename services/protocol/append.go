@@ -91,6 +91,12 @@ const (
 	frameLeave      = `{"type":"leave"}`
 	prefixLogin     = `{"type":"login",`
 	prefixError     = `{"type":"error",`
+	prefixMessage   = `{"type":"message",`
+	prefixJoin      = `{"type":"join",`
+	prefixJoined    = `{"type":"joined",`
+	prefixPart      = `{"type":"part",`
+	prefixParted    = `{"type":"parted",`
+	prefixPresence  = `{"type":"presence",`
 )
 
 // AppendOffer appends {"type":"offer","offer":<offer>,"name":<senderName>}
@@ -156,10 +162,101 @@ func AppendError(dst []byte, msg string) []byte {
 	return append(dst, '}')
 }
 
+// AppendMessage appends {"type":"message","name":<sender>,"data":<data>}, an
+// app message from sender to one user, with data copied raw.
+func AppendMessage(dst, sender, data []byte) []byte {
+	dst = append(dst, prefixMessage+`"name":`...)
+	dst = AppendString(dst, sender)
+	dst = append(dst, `,"data":`...)
+	dst = appendRaw(dst, data)
+	return append(dst, '}')
+}
+
+// AppendRoomMessage appends
+// {"type":"message","room":<room>,"name":<sender>,"data":<data>}, an app
+// message from sender to the members of room, with data copied raw.
+func AppendRoomMessage(dst, room, sender, data []byte) []byte {
+	dst = append(dst, prefixMessage+`"room":`...)
+	dst = AppendString(dst, room)
+	dst = append(dst, `,"name":`...)
+	dst = AppendString(dst, sender)
+	dst = append(dst, `,"data":`...)
+	dst = appendRaw(dst, data)
+	return append(dst, '}')
+}
+
+// AppendJoinOK appends {"type":"join","success":true,"room":<room>,"users":[...]}:
+// the reply to a join, with the room's other members.
+func AppendJoinOK(dst, room []byte, users []string) []byte {
+	dst = append(dst, prefixJoin+`"success":true,"room":`...)
+	dst = AppendString(dst, room)
+	dst = append(dst, `,"users":[`...)
+	for i, u := range users {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, u)
+	}
+	return append(dst, "]}"...)
+}
+
+// AppendRoomReply appends {"type":<typ>,"success":false,"room":<room>,"message":<msg>}
+// (success false) or {"type":<typ>,"success":true,"room":<room>} (msg
+// empty, success true): the reply to a join (a failed one) or a part. typ
+// is "join" or "part".
+func AppendRoomReply(dst []byte, typ string, success bool, room []byte, msg string) []byte {
+	if typ == "join" {
+		dst = append(dst, prefixJoin...)
+	} else {
+		dst = append(dst, prefixPart...)
+	}
+	if success {
+		dst = append(dst, `"success":true,"room":`...)
+	} else {
+		dst = append(dst, `"success":false,"room":`...)
+	}
+	dst = AppendString(dst, room)
+	if msg != "" {
+		dst = append(dst, `,"message":`...)
+		dst = appendString(dst, msg)
+	}
+	return append(dst, '}')
+}
+
+// AppendJoined appends {"type":"joined","room":<room>,"name":<name>}: name
+// joined room.
+func AppendJoined(dst, room, name []byte) []byte {
+	dst = append(dst, prefixJoined+`"room":`...)
+	dst = AppendString(dst, room)
+	dst = append(dst, `,"name":`...)
+	dst = AppendString(dst, name)
+	return append(dst, '}')
+}
+
+// AppendParted appends {"type":"parted","room":<room>,"name":<name>}: name
+// left room.
+func AppendParted(dst, room, name []byte) []byte {
+	dst = append(dst, prefixParted+`"room":`...)
+	dst = AppendString(dst, room)
+	dst = append(dst, `,"name":`...)
+	dst = AppendString(dst, name)
+	return append(dst, '}')
+}
+
+// AppendPresence appends {"type":"presence","name":<name>,"online":<online>}.
+func AppendPresence(dst, name []byte, online bool) []byte {
+	dst = append(dst, prefixPresence+`"name":`...)
+	dst = AppendString(dst, name)
+	if online {
+		return append(dst, `,"online":true}`...)
+	}
+	return append(dst, `,"online":false}`...)
+}
+
 // FrameType reports the type of a frame produced by the appenders of this
 // package from its fixed prefix, without parsing: TypeOffer for data starting
-// with {"type":"offer", and likewise for answer, candidate, leave and login.
-// It returns TypeUnknown for anything else, including error frames.
+// with {"type":"offer", and likewise for answer, candidate, leave, login and
+// message. It returns TypeUnknown for anything else, including error frames.
 func FrameType(data []byte) Type {
 	if len(data) <= len(`{"type":"`) || string(data[:len(`{"type":"`)]) != `{"type":"` {
 		return TypeUnknown
@@ -183,6 +280,10 @@ func FrameType(data []byte) Type {
 		}
 		if hasPrefix(data, prefixLogin) {
 			return TypeLogin
+		}
+	case 'm':
+		if hasPrefix(data, prefixMessage) {
+			return TypeMessage
 		}
 	}
 	return TypeUnknown

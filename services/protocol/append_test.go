@@ -58,6 +58,33 @@ func TestAppenders(t *testing.T) {
 		{"error control", AppendError(nil, "a\x00\u2028"),
 			`{"type":"error","message":"a\u0000\u2028"}`, TypeUnknown,
 			map[string]any{"type": "error", "message": "a\x00\u2028"}},
+		{"message", AppendMessage(nil, []byte("alice"), []byte(`{"t":"hi"}`)),
+			`{"type":"message","name":"alice","data":{"t":"hi"}}`, TypeMessage,
+			map[string]any{"type": "message", "name": "alice", "data": map[string]any{"t": "hi"}}},
+		{"room message", AppendRoomMessage(nil, []byte("a.b"), []byte("李"), []byte(`7`)),
+			`{"type":"message","room":"a.b","name":"李","data":7}`, TypeMessage,
+			map[string]any{"type": "message", "room": "a.b", "name": "李", "data": 7.0}},
+		{"join ok", AppendJoinOK(nil, []byte("r"), []string{"a", "b\""}),
+			`{"type":"join","success":true,"room":"r","users":["a","b\""]}`, TypeUnknown,
+			map[string]any{"type": "join", "success": true, "room": "r", "users": []any{"a", "b\""}}},
+		{"join ok empty", AppendJoinOK(nil, []byte("r"), nil),
+			`{"type":"join","success":true,"room":"r","users":[]}`, TypeUnknown,
+			map[string]any{"type": "join", "success": true, "room": "r", "users": []any{}}},
+		{"join refused", AppendRoomReply(nil, "join", false, []byte("r"), "room is full"),
+			`{"type":"join","success":false,"room":"r","message":"room is full"}`, TypeUnknown,
+			map[string]any{"type": "join", "success": false, "room": "r", "message": "room is full"}},
+		{"part ok", AppendRoomReply(nil, "part", true, []byte("r"), ""),
+			`{"type":"part","success":true,"room":"r"}`, TypeUnknown,
+			map[string]any{"type": "part", "success": true, "room": "r"}},
+		{"joined", AppendJoined(nil, []byte("r"), []byte("bob")),
+			`{"type":"joined","room":"r","name":"bob"}`, TypeUnknown,
+			map[string]any{"type": "joined", "room": "r", "name": "bob"}},
+		{"parted", AppendParted(nil, []byte("r"), []byte("bob")),
+			`{"type":"parted","room":"r","name":"bob"}`, TypeUnknown,
+			map[string]any{"type": "parted", "room": "r", "name": "bob"}},
+		{"presence", AppendPresence(nil, []byte("bob"), false),
+			`{"type":"presence","name":"bob","online":false}`, TypeUnknown,
+			map[string]any{"type": "presence", "name": "bob", "online": false}},
 		{"append to existing dst", AppendLeave([]byte("prefix:")), `prefix:{"type":"leave"}`, TypeUnknown, nil},
 	}
 	for _, tc := range tests {
@@ -102,6 +129,14 @@ func TestAppendParseRoundTrip(t *testing.T) {
 				frame = AppendAnswer(nil, in.Payload)
 			case TypeCandidate:
 				frame = AppendCandidate(nil, in.Payload)
+			case TypeMessage:
+				if in.Room != nil {
+					frame = AppendRoomMessage(nil, in.Room, []byte("sender \u674e"), in.Payload)
+				} else {
+					frame = AppendMessage(nil, []byte("sender \u674e"), in.Payload)
+				}
+			default:
+				return // watch, unwatch: not relayed
 			}
 			if FrameType(frame) != in.Type {
 				t.Fatalf("FrameType = %v, want %v", FrameType(frame), in.Type)
@@ -112,7 +147,7 @@ func TestAppendParseRoundTrip(t *testing.T) {
 			if out.Type != in.Type || !bytes.Equal(out.Payload, []byte(*tc.payload)) {
 				t.Fatalf("round trip changed payload or type: %v", out.Type)
 			}
-			if in.Type == TypeOffer && string(out.Name) != "sender \u674e" {
+			if (in.Type == TypeOffer || in.Type == TypeMessage) && string(out.Name) != "sender \u674e" {
 				t.Fatalf("Name = %q", out.Name)
 			}
 		})
@@ -261,6 +296,8 @@ func TestFrameType(t *testing.T) {
 		{`{"type":"candidate","candidate":null}`, TypeCandidate},
 		{`{"type":"leave"}`, TypeLeave},
 		{`{"type":"login","success":true}`, TypeLogin},
+		{`{"type":"message","name":"a","data":1}`, TypeMessage},
+		{`{"type":"messages"}`, TypeUnknown},
 		{`{"type":"error","message":"x"}`, TypeUnknown},
 		{``, TypeUnknown},
 		{`{`, TypeUnknown},
@@ -302,6 +339,10 @@ func TestAppendAllocs(t *testing.T) {
 		{"AppendLogin", func() { dst = AppendLogin(dst[:0], true) }},
 		{"AppendLoginExtra", func() { dst = AppendLoginExtra(dst[:0], true, "token", []byte(`"abc"`)) }},
 		{"AppendError", func() { dst = AppendError(dst[:0], "unknown user \"bob\"\n\u2028") }},
+		{"AppendMessage", func() { dst = AppendMessage(dst[:0], name, payload) }},
+		{"AppendRoomMessage", func() { dst = AppendRoomMessage(dst[:0], name, name, payload) }},
+		{"AppendJoined", func() { dst = AppendJoined(dst[:0], name, name) }},
+		{"AppendPresence", func() { dst = AppendPresence(dst[:0], name, true) }},
 		{"FrameType", func() { _ = FrameType(payload) }},
 	}
 	for _, tc := range tests {

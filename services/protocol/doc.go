@@ -9,8 +9,18 @@
 //	{"type":"candidate","name":T,"candidate":X}
 //	{"type":"leave","name":T}
 //
+// and the extensions (rooms, presence, app messages)
+//
+//	{"type":"join","room":R}
+//	{"type":"part","room":R}
+//	{"type":"message","name":T,"data":X}
+//	{"type":"message","room":R,"data":X}
+//	{"type":"watch","names":[N,...]}
+//	{"type":"unwatch","names":[N,...]}
+//
 // where X is any JSON value that is relayed byte-for-byte. The server sends
-// frames built by the Append* functions.
+// frames built by the Append* functions. The README's protocol tables are
+// the contract.
 //
 // This is the per-message hot path. Parse and all appenders allocate nothing
 // in steady state: Parse reuses the Frame's scratch buffer, and the appenders

@@ -14,10 +14,12 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte(`{"type":"offer","offer":{"a":[1,{"b":"\u00e9"}]},"name":"\ud83d\ude42"}`))
 	f.Add([]byte(`{"type":"login","name":"x","name":"\ud800\udc00"}`))
+	f.Add([]byte(`{"type":"message","room":"r\u00e9","data":{"x":[1,2]},"room":"\u003e"}`))
+	f.Add([]byte(`{"type":"watch","names":["a","b"]}`))
 	var fr Frame
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// Leave state from an unrelated frame behind first.
-		_ = Parse([]byte(`{"type":"offer","name":"\u00e9","offer":[1]}`), &fr)
+		_ = Parse([]byte(`{"type":"offer","name":"\u00e9","room":"\u00e9","offer":[1]}`), &fr)
 		err := Parse(data, &fr)
 		checkOracle(t, data, &fr, err)
 	})

@@ -34,25 +34,8 @@ func checkOracle(t testing.TB, data []byte, f *Frame, err error) {
 		t.Fatalf("json.Unmarshal of a valid object: %v", uerr)
 	}
 
-	nameRaw, hasName := m["name"]
-	if f.HasName != hasName {
-		t.Fatalf("HasName = %v, want %v", f.HasName, hasName)
-	}
-	nameIsString := hasName && nameRaw[0] == '"'
-	if f.NameIsString != nameIsString {
-		t.Fatalf("NameIsString = %v, want %v", f.NameIsString, nameIsString)
-	}
-	if nameIsString {
-		var want string
-		if uerr := json.Unmarshal(nameRaw, &want); uerr != nil {
-			t.Fatal(uerr)
-		}
-		if f.Name == nil || string(f.Name) != want {
-			t.Fatalf("Name = %q (nil %v), want %q", f.Name, f.Name == nil, want)
-		}
-	} else if f.Name != nil {
-		t.Fatalf("Name = %q, want nil", f.Name)
-	}
+	checkStringField(t, m, "name", f.Name, f.HasName, f.NameIsString)
+	checkStringField(t, m, "room", f.Room, f.HasRoom, f.RoomIsString)
 
 	typeRaw, hasType := m["type"]
 	switch {
@@ -77,12 +60,16 @@ func checkOracle(t testing.TB, data []byte, f *Frame, err error) {
 		}
 		wantType := map[string]Type{
 			"login": TypeLogin, "offer": TypeOffer, "answer": TypeAnswer,
-			"candidate": TypeCandidate, "leave": TypeLeave,
+			"candidate": TypeCandidate, "leave": TypeLeave, "join": TypeJoin,
+			"part": TypePart, "message": TypeMessage, "watch": TypeWatch, "unwatch": TypeUnwatch,
 		}[typ]
 		if f.Type != wantType {
 			t.Fatalf("Type = %v, want %v", f.Type, wantType)
 		}
-		payloadKey := map[Type]string{TypeOffer: "offer", TypeAnswer: "answer", TypeCandidate: "candidate"}[wantType]
+		payloadKey := map[Type]string{
+			TypeOffer: "offer", TypeAnswer: "answer", TypeCandidate: "candidate",
+			TypeMessage: "data", TypeWatch: "names", TypeUnwatch: "names",
+		}[wantType]
 		want, ok := m[payloadKey]
 		if payloadKey == "" || !ok {
 			if f.Payload != nil {
@@ -108,9 +95,35 @@ func checkOracle(t testing.TB, data []byte, f *Frame, err error) {
 	}
 }
 
+// checkStringField checks a decoded string member (name, room) of f against
+// the oracle's map.
+func checkStringField(t testing.TB, m map[string]json.RawMessage, key string, got []byte, has, isString bool) {
+	t.Helper()
+	raw, ok := m[key]
+	if has != ok {
+		t.Fatalf("Has %s = %v, want %v", key, has, ok)
+	}
+	wantString := ok && raw[0] == '"'
+	if isString != wantString {
+		t.Fatalf("%s is string = %v, want %v", key, isString, wantString)
+	}
+	if wantString {
+		var want string
+		if uerr := json.Unmarshal(raw, &want); uerr != nil {
+			t.Fatal(uerr)
+		}
+		if got == nil || string(got) != want {
+			t.Fatalf("%s = %q (nil %v), want %q", key, got, got == nil, want)
+		}
+	} else if got != nil {
+		t.Fatalf("%s = %q, want nil", key, got)
+	}
+}
+
 func checkZeroFrame(t testing.TB, f *Frame) {
 	t.Helper()
-	if f.Type != TypeUnknown || f.RawType != nil || f.Name != nil || f.HasName || f.NameIsString || f.Payload != nil {
+	if f.Type != TypeUnknown || f.RawType != nil || f.Name != nil || f.HasName || f.NameIsString || f.Payload != nil ||
+		f.Room != nil || f.HasRoom || f.RoomIsString {
 		t.Fatalf("frame not reset: Type %v RawType %q Name %q HasName %v NameIsString %v Payload %q",
 			f.Type, f.RawType, f.Name, f.HasName, f.NameIsString, f.Payload)
 	}

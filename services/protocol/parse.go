@@ -15,6 +15,11 @@ const (
 	TypeAnswer                // "answer"
 	TypeCandidate             // "candidate"
 	TypeLeave                 // "leave"
+	TypeJoin                  // "join"
+	TypePart                  // "part"
+	TypeMessage               // "message"
+	TypeWatch                 // "watch"
+	TypeUnwatch               // "unwatch"
 )
 
 // String returns the wire name of t ("login", "offer", ...), or "unknown" for
@@ -31,6 +36,16 @@ func (t Type) String() string {
 		return "candidate"
 	case TypeLeave:
 		return "leave"
+	case TypeJoin:
+		return "join"
+	case TypePart:
+		return "part"
+	case TypeMessage:
+		return "message"
+	case TypeWatch:
+		return "watch"
+	case TypeUnwatch:
+		return "unwatch"
 	default:
 		return "unknown"
 	}
@@ -49,6 +64,16 @@ func typeOf(s []byte) Type {
 		return TypeCandidate
 	case "leave":
 		return TypeLeave
+	case "join":
+		return TypeJoin
+	case "part":
+		return TypePart
+	case "message":
+		return TypeMessage
+	case "watch":
+		return TypeWatch
+	case "unwatch":
+		return TypeUnwatch
 	default:
 		return TypeUnknown
 	}
@@ -75,10 +100,16 @@ type Frame struct {
 	HasName bool
 	// NameIsString reports whether the value of "name" is a string.
 	NameIsString bool
+	// Room is the decoded value of "room", like Name: nil if the key is
+	// absent or not a string. RoomIsString reports whether it is a string.
+	Room         []byte
+	HasRoom      bool
+	RoomIsString bool
 	// Payload holds the raw JSON bytes, exactly as written by the client
 	// (without surrounding whitespace), of the value of the field named after
 	// the type: "offer" for TypeOffer, "answer" for TypeAnswer, "candidate"
-	// for TypeCandidate. It is nil if that field is absent and always nil for
+	// for TypeCandidate, "data" for TypeMessage, "names" for TypeWatch and
+	// TypeUnwatch. It is nil if that field is absent and always nil for
 	// other types. A JSON null payload is []byte("null"), not nil.
 	Payload []byte
 
@@ -102,6 +133,9 @@ const (
 	keyOffer
 	keyAnswer
 	keyCandidate
+	keyRoom
+	keyData
+	keyNames
 	numKeys
 )
 
@@ -117,6 +151,12 @@ func keyOf(s []byte) int {
 		return keyAnswer
 	case "candidate":
 		return keyCandidate
+	case "room":
+		return keyRoom
+	case "data":
+		return keyData
+	case "names":
+		return keyNames
 	default:
 		return keyOther
 	}
@@ -142,7 +182,7 @@ type span struct{ start, end int }
 // is valid JSON but not an object, ErrMissingType if there is no "type" key or
 // its value is null, and ErrTypeNotString if its value is not a string. On
 // ErrInvalidJSON and ErrNotObject all exported fields of f are zero; on
-// ErrMissingType and ErrTypeNotString the name fields are still filled in
+// ErrMissingType and ErrTypeNotString the name and room fields are still filled in
 // (Type is TypeUnknown, RawType and Payload are nil).
 //
 // See Frame for how long the slices stored in f remain valid.
@@ -152,6 +192,9 @@ func Parse(data []byte, f *Frame) error {
 	f.Name = nil
 	f.HasName = false
 	f.NameIsString = false
+	f.Room = nil
+	f.HasRoom = false
+	f.RoomIsString = false
 	f.Payload = nil
 
 	n := len(data)
@@ -225,6 +268,7 @@ func Parse(data []byte, f *Frame) error {
 	f.scratch = f.scratch[:0]
 	typeStart, typeEnd := -1, -1 // RawType = f.scratch[typeStart:typeEnd] if typeStart >= 0
 	nameStart, nameEnd := -1, -1
+	roomStart, roomEnd := -1, -1
 	var err error
 	var rawType []byte
 	if sp := spans[keyType]; sp.end == 0 || data[sp.start] == 'n' {
@@ -252,13 +296,31 @@ func Parse(data []byte, f *Frame) error {
 			}
 		}
 	}
+	var room []byte
+	if sp := spans[keyRoom]; sp.end != 0 {
+		f.HasRoom = true
+		if data[sp.start] == '"' {
+			f.RoomIsString = true
+			if s := data[sp.start+1 : sp.end-1]; needsUnescape(s) {
+				roomStart = len(f.scratch)
+				f.scratch = appendUnescaped(f.scratch, s)
+				roomEnd = len(f.scratch)
+			} else {
+				room = s[:len(s):len(s)]
+			}
+		}
+	}
 	if typeStart >= 0 {
 		rawType = f.scratch[typeStart:typeEnd:typeEnd]
 	}
 	if nameStart >= 0 {
 		name = f.scratch[nameStart:nameEnd:nameEnd]
 	}
+	if roomStart >= 0 {
+		room = f.scratch[roomStart:roomEnd:roomEnd]
+	}
 	f.Name = name
+	f.Room = room
 	if err != nil {
 		return err
 	}
@@ -272,6 +334,10 @@ func Parse(data []byte, f *Frame) error {
 		sp = spans[keyAnswer]
 	case TypeCandidate:
 		sp = spans[keyCandidate]
+	case TypeMessage:
+		sp = spans[keyData]
+	case TypeWatch, TypeUnwatch:
+		sp = spans[keyNames]
 	}
 	if sp.end != 0 {
 		f.Payload = data[sp.start:sp.end:sp.end]

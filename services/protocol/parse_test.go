@@ -48,6 +48,12 @@ var parseCases = []parseCase{
 	{name: "answer", in: `{"type":"answer","name":"a","answer":{"type":"answer","sdp":"v=0\r\n"}}`, typ: TypeAnswer, rawType: str("answer"), nameVal: str("a"), hasName: true, nameIsString: true, payload: str(`{"type":"answer","sdp":"v=0\r\n"}`)},
 	{name: "candidate", in: `{"type":"candidate","name":"a","candidate":{"candidate":"candidate:1 1 UDP 2130706431 10.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}}`, typ: TypeCandidate, rawType: str("candidate"), nameVal: str("a"), hasName: true, nameIsString: true, payload: str(`{"candidate":"candidate:1 1 UDP 2130706431 10.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}`)},
 	{name: "leave", in: `{"type":"leave","name":"bob"}`, typ: TypeLeave, rawType: str("leave"), nameVal: str("bob"), hasName: true, nameIsString: true},
+	{name: "message to a user", in: `{"type":"message","name":"b","data":{"text":"hi"}}`, typ: TypeMessage, rawType: str("message"), nameVal: str("b"), hasName: true, nameIsString: true, payload: str(`{"text":"hi"}`)},
+	{name: "message to a room", in: `{"type":"message","room":"r","data":[1]}`, typ: TypeMessage, rawType: str("message"), payload: str(`[1]`)},
+	{name: "join", in: `{"type":"join","room":"lobby"}`, typ: TypeJoin, rawType: str("join")},
+	{name: "part", in: `{"type":"part","room":"lobby","data":1}`, typ: TypePart, rawType: str("part")},
+	{name: "watch", in: `{"type":"watch","names":["a","b"]}`, typ: TypeWatch, rawType: str("watch"), payload: str(`["a","b"]`)},
+	{name: "unwatch", in: `{"type":"unwatch","names":[]}`, typ: TypeUnwatch, rawType: str("unwatch"), payload: str(`[]`)},
 	{name: "unknown type", in: `{"type":"chat","name":"x","chat":1}`, typ: TypeUnknown, rawType: str("chat"), nameVal: str("x"), hasName: true, nameIsString: true},
 	{name: "type is case sensitive", in: `{"type":"Offer","offer":1}`, typ: TypeUnknown, rawType: str("Offer")},
 	{name: "empty type", in: `{"type":""}`, typ: TypeUnknown, rawType: str("")},
@@ -365,7 +371,8 @@ func TestParseDoesNotModifyInput(t *testing.T) {
 func TestTypeString(t *testing.T) {
 	for typ, want := range map[Type]string{
 		TypeUnknown: "unknown", TypeLogin: "login", TypeOffer: "offer", TypeAnswer: "answer",
-		TypeCandidate: "candidate", TypeLeave: "leave", Type(200): "unknown",
+		TypeCandidate: "candidate", TypeLeave: "leave", TypeJoin: "join", TypePart: "part",
+		TypeMessage: "message", TypeWatch: "watch", TypeUnwatch: "unwatch", Type(200): "unknown",
 	} {
 		t.Run(want, func(t *testing.T) {
 			if got := typ.String(); got != want {
