@@ -37,6 +37,19 @@ func Int(fs *flag.FlagSet, name, env string, def int, usage string) *int {
 	return fs.Int(name, v, help(usage, env))
 }
 
+// Int64 is String for int64s.
+func Int64(fs *flag.FlagSet, name, env string, def int64, usage string) *int64 {
+	v := def
+	if e, ok := os.LookupEnv(env); ok {
+		n, err := strconv.ParseInt(e, 10, 64)
+		if err != nil {
+			fatalf("%s=%q: %v", env, e, err)
+		}
+		v = n
+	}
+	return fs.Int64(name, v, help(usage, env))
+}
+
 // Duration is String for durations ("10s", "1m30s").
 func Duration(fs *flag.FlagSet, name, env string, def time.Duration, usage string) *time.Duration {
 	v := def

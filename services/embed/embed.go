@@ -1,6 +1,13 @@
 // Package embed runs a NATS server with JetStream inside the process: the
 // all-in-one signal binary listens with it on 127.0.0.1:4222 so that the nats
 // CLI works at once, and tests run one on a random port.
+//
+// The server has the accounts of a production cluster in miniature: every
+// client that presents no credentials is the user "signal" of the account
+// SIGNAL (JetStream enabled), and the system account SYS exports the
+// account's connection events, which SIGNAL imports with the prefix "sys"
+// (subject.DisconnectEvents): the registry learns at once that an edge's
+// connection closed, as it does on the deploy/nats cluster.
 package embed
 
 import (
@@ -29,6 +36,23 @@ type Config struct {
 	ReadyTimeout time.Duration
 }
 
+// accounts is the embedded server's account configuration (see the package
+// documentation).
+const accounts = `
+accounts {
+  SIGNAL {
+    jetstream: enabled
+    users: [{user: signal, password: ""}]
+    imports: [{stream: {account: SYS, subject: "$SYS.ACCOUNT.SIGNAL.DISCONNECT"}, prefix: sys}]
+  }
+  SYS {
+    exports: [{stream: "$SYS.ACCOUNT.SIGNAL.DISCONNECT"}]
+  }
+}
+system_account: SYS
+no_auth_user: signal
+`
+
 // Start starts a NATS server with JetStream and waits until it accepts
 // clients. The caller owns it: call Shutdown and WaitForShutdown.
 func Start(cfg Config) (*server.Server, error) {
@@ -53,17 +77,19 @@ func Start(cfg Config) (*server.Server, error) {
 			return nil, fmt.Errorf("embed: %w", err)
 		}
 	}
-	opts := &server.Options{
-		ServerName: "signal",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   dir,
-		NoLog:      !cfg.Logs,
-		NoSigs:     true,
-		// Signaling frames are small, but a 64 KiB SDP frame plus headers
-		// must fit; the default 1 MiB is kept.
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(accounts); err != nil {
+		return nil, fmt.Errorf("embed: accounts: %w", err)
 	}
+	opts.ServerName = "signal"
+	opts.Host = host
+	opts.Port = port
+	opts.JetStream = true
+	opts.StoreDir = dir
+	opts.NoLog = !cfg.Logs
+	opts.NoSigs = true
+	// Signaling frames are small, but a 64 KiB SDP frame plus headers must
+	// fit; the default 1 MiB is kept.
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embed: %w", err)

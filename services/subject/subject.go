@@ -1,8 +1,10 @@
 // Package subject is the one place that names the NATS subjects, headers and
-// JetStream KV buckets that the services agree on (DESIGN.md, "NATS contract").
+// JetStream buckets that the services agree on (README, "NATS subjects and
+// buckets").
 //
 // Names never appear in a subject or a key as they are: they go through
-// [names.Token] first, so a user called ">" can never subscribe "user.>".
+// [names.Token] first, so a user called ">" can never subscribe "user.>",
+// and a room called "*" is "room.=Kg", never a wildcard.
 package subject
 
 const (
@@ -11,43 +13,71 @@ const (
 	// published there, as the exact JSON text to write to the socket.
 	UserPrefix = "user."
 
-	// RegistryLogin and RegistryLogout are the registry's micro endpoints
-	// (group "registry", queue group "registry").
+	// RoomPrefix prefixes the subject of each room: "room.<room token>".
+	// Edges with members of the room subscribe it; joined, parted and room
+	// message frames are published there, with the sender in HeaderFrom.
+	RoomPrefix = "room."
+
+	// The registry's micro endpoints (group "registry", queue group
+	// "registry"): names and rooms, and the admin endpoints.
 	RegistryLogin  = "registry.login"
 	RegistryLogout = "registry.logout"
+	RegistryJoin   = "registry.join"
+	RegistryPart   = "registry.part"
+	RegistryUsers  = "registry.users"
+	RegistryRooms  = "registry.rooms"
+	RegistryKick   = "registry.kick"
 	// RegistryGroup is the micro group and queue group of the registry.
 	RegistryGroup = "registry"
 
-	// PresenceOfflinePrefix prefixes "presence.offline.<token>", published by
-	// the registry when it releases a name whose connection did not log out
-	// itself (its edge's lease ran out, or it was taken over). Edges use it to
-	// send "leave" to the peers of that user.
+	// PresenceOnlinePrefix and PresenceOfflinePrefix prefix
+	// "presence.online.<token>" and "presence.offline.<token>", published by
+	// the registry when a name is claimed or released (with the reason).
+	// Edges use them for watchers, and offline also to send leave to the
+	// peers of a user whose edge is gone or who was kicked.
+	PresenceOnlinePrefix  = "presence.online."
 	PresenceOfflinePrefix = "presence.offline."
-	// PresenceOfflineAll subscribes every PresenceOffline event.
-	PresenceOfflineAll = PresenceOfflinePrefix + ">"
+	PresenceOnlineAll     = PresenceOnlinePrefix + "*"
+	PresenceOfflineAll    = PresenceOfflinePrefix + "*"
 
 	// UsersBucket holds who is online: key is the name token, value a JSON
 	// record (edge id, session, since). Written by the registry only.
 	UsersBucket = "users"
 	// EdgesBucket holds one lease per edge, refreshed by the edge's heartbeat.
 	EdgesBucket = "edges"
+	// RoomsBucket holds room membership: key "<room token>.<member token>",
+	// value the member's edge and since. Written by the registry only.
+	RoomsBucket = "rooms"
+
+	// EdgePrefix prefixes an edge's own endpoints: "edge.<id>.status"
+	// (counters), "edge.<id>.handover" (a resumed session's state).
+	EdgePrefix = "edge."
+
+	// DisconnectEvents is where the registry hears that a NATS client
+	// connection closed: the system account's
+	// "$SYS.ACCOUNT.SIGNAL.DISCONNECT", imported into the SIGNAL account
+	// with the prefix "sys" (deploy/nats/accounts.conf, and the embedded
+	// server of cmd/signal).
+	DisconnectEvents = "sys.$SYS.ACCOUNT.SIGNAL.DISCONNECT"
 
 	// HeaderFrom carries the name token of the sender of a frame on a user
-	// subject; HeaderEdge the id of the edge that published it. Both are set
-	// by the edge, never taken from the client.
+	// or room subject; HeaderEdge the id of the edge that published it. Both
+	// are set by the edge, never taken from the client.
 	HeaderFrom = "Signal-From"
 	HeaderEdge = "Signal-Edge"
 	// HeaderSent is when the sender's edge published the frame (Unix
 	// nanoseconds), for the relay latency metric.
 	HeaderSent = "Signal-Sent"
-
-	// HeaderControl marks a message on a user subject that is for the
-	// user's edge, not the user's socket; it is never written to a client.
-	// ControlPeer hands a resumed session the peer (HeaderPeer, a name
-	// token) that its previous connection had.
-	HeaderControl = "Signal-Control"
-	HeaderPeer    = "Signal-Peer"
-	ControlPeer   = "peer"
+	// HeaderSeq is "<sender session>:<n>", n counting the frames a session
+	// sends: the edge that takes over a resumed session recognises by it a
+	// frame that reached both the old and the new edge.
+	HeaderSeq = "Signal-Seq"
+	// HeaderRefused, on a message to a relayed frame's reply subject, says
+	// that the target's edge refused the frame (its value is the reason:
+	// RefusedNotOnline); the sender's edge tells its client. NATS's own "no
+	// responders" status on the same subject means the same.
+	HeaderRefused    = "Signal-Refused"
+	RefusedNotOnline = "not_online"
 )
 
 // User returns the subject of the user whose name token is token.
@@ -59,5 +89,20 @@ func AppendUser(dst []byte, token []byte) []byte {
 	return append(dst, token...)
 }
 
+// Room returns the subject of the room whose token is token.
+func Room(token string) string { return RoomPrefix + token }
+
+// RoomKey returns the rooms bucket's key of a member of a room.
+func RoomKey(roomToken, memberToken string) string { return roomToken + "." + memberToken }
+
+// PresenceOnline returns the presence.online subject of token.
+func PresenceOnline(token string) string { return PresenceOnlinePrefix + token }
+
 // PresenceOffline returns the presence.offline subject of token.
 func PresenceOffline(token string) string { return PresenceOfflinePrefix + token }
+
+// EdgeStatus returns the subject of an edge's status endpoint.
+func EdgeStatus(id string) string { return EdgePrefix + id + ".status" }
+
+// EdgeHandover returns the subject of an edge's hand-over endpoint.
+func EdgeHandover(id string) string { return EdgePrefix + id + ".handover" }
