@@ -1,17 +1,25 @@
-// Package registry is the only writer of who is online. It is a NATS micro
-// service ("registry", endpoints registry.login and registry.logout, queue
-// group "registry") that keeps one entry per logged-in name in the JetStream
-// KV bucket "users". A login is a KV Create, so when two edges race for a name
-// exactly one wins, whatever the number of registry instances; a logout
-// deletes the entry only if it still belongs to the session that asks.
+// Package registry is the only writer of who is online and of who is in
+// which room. It is a NATS micro service ("registry", queue group
+// "registry") with the endpoints registry.login, registry.logout,
+// registry.join and registry.part for edges, and registry.users,
+// registry.rooms and registry.kick for an application's backend and
+// operators. It keeps one entry per logged-in name in the JetStream KV bucket
+// "users" and one per room member in "rooms".
+//
+// A login is a KV Create, so when two edges race for a name exactly one wins,
+// whatever the number of registry instances; a logout deletes the entry only
+// if it still belongs to the session that asks. A join writes the member's
+// key only if no other member of the room was written since the registry
+// counted them, so the room limit is exact too. Every release of a name
+// (logout, a lapsed or lost edge, a kick) is announced on
+// presence.offline.<token>, parts the session's rooms and is an event in the
+// stream SIGNAL_EVENTS (package events). The README ("NATS subjects and
+// buckets", "When things fail") is the contract; package wire holds the
+// request and reply bodies.
 package registry
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,12 +30,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/natsrtc/signal/services/names"
+	"github.com/natsrtc/signal/services/events"
 	"github.com/natsrtc/signal/services/subject"
+	"github.com/natsrtc/signal/services/wire"
 )
 
 // Version is the micro service version.
-const Version = "0.1.0"
+const Version = "0.2.0"
 
 // Defaults for Config fields left zero.
 const (
@@ -35,59 +44,171 @@ const (
 	DefaultWorkers   = 64
 	DefaultTimeout   = 5 * time.Second
 	DefaultMarkerTTL = time.Minute
+	// DefaultMaxRoom is the largest room: a mesh call of 16 sends each
+	// member's media to 15 others, about what a browser can take.
+	DefaultMaxRoom = 16
+	// DefaultDisconnectGrace is how long an edge whose NATS connection
+	// closed has to show that it lives (it answers on its status endpoint
+	// once it reconnected, to another NATS node perhaps) before its names
+	// are released: nats.go reconnects within a few hundred milliseconds.
+	DefaultDisconnectGrace = 500 * time.Millisecond
 )
 
 // Config of a Registry. Zero values select the defaults beside them.
 type Config struct {
 	// NC is the NATS connection. Required.
 	NC *nats.Conn
-	// Replicas of the KV buckets when this registry creates them.
-	// Zero: DefaultReplicas (1, for a single server); use 3 in a cluster.
+	// Replicas of the KV buckets and the events stream when this registry
+	// creates them. Zero: DefaultReplicas (1, for a single server); use 3
+	// in a cluster.
 	Replicas int
+	// Cluster, when set, places the buckets and the events stream in that
+	// NATS cluster (the home cluster of a super-cluster). Zero: wherever
+	// JetStream puts them.
+	Cluster string
 	// Workers is how many requests are served at once. Micro handlers run
 	// one at a time per endpoint, so they hand requests to this many
 	// workers. Zero: DefaultWorkers.
 	Workers int
 	// Timeout bounds each KV operation. Zero: DefaultTimeout.
 	Timeout time.Duration
-	// MarkerTTL is how long a released name's delete marker stays in the
-	// bucket (watchers see the release; then it is gone, so the bucket does
-	// not grow with every name ever used). Zero: DefaultMarkerTTL.
+	// MarkerTTL is how long a released name's (or a parted member's) delete
+	// marker stays in its bucket (watchers see the release; then it is
+	// gone, so the bucket does not grow with every name ever used). Zero:
+	// DefaultMarkerTTL.
 	MarkerTTL time.Duration
 	// Lease is how long an edge may go without a heartbeat before the
 	// registry releases its names. Zero: DefaultLease.
 	Lease time.Duration
 	// Sweep is how often lapsed leases are looked for. Zero: DefaultSweep.
 	Sweep time.Duration
+	// MaxRoom bounds a room's members; a join request may ask for less.
+	// Zero: DefaultMaxRoom.
+	MaxRoom int
+	// EventsMaxAge and EventsMaxBytes bound the events stream. Zero: the
+	// defaults of package events; negative bytes: no byte limit.
+	EventsMaxAge   time.Duration
+	EventsMaxBytes int64
+	// DisconnectEvents is the subject of the NATS server's client
+	// disconnect events, as the account imports them. Zero:
+	// subject.DisconnectEvents; "-": none (then only the lease notices a
+	// dead edge).
+	DisconnectEvents string
+	// DisconnectGrace: see DefaultDisconnectGrace. Zero: that.
+	DisconnectGrace time.Duration
 	// Logger; zero: slog.Default().
 	Logger *slog.Logger
 }
 
-// Registry serves registry.login and registry.logout.
+// Registry serves the registry's endpoints. Create it with New and stop it
+// with Stop.
 type Registry struct {
-	cfg   Config
-	log   *slog.Logger
-	users jetstream.KeyValue
-	svc   micro.Service
-	work  chan job
-	wg    sync.WaitGroup
+	cfg    Config
+	log    *slog.Logger
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	users  jetstream.KeyValue
+	edges  jetstream.KeyValue
+	rooms  jetstream.KeyValue
+	svc    micro.Service
+	view   *view
+	events *eventPub
 
-	stop       chan struct{} // closed by Stop
-	stopOnce   sync.Once
-	stopLeases context.CancelFunc
-	metrics    *registryMetrics
+	// Requests go from the micro handlers to the workers through work.
+	// closed (under qmu) turns new requests away with 503 once Stop began;
+	// inside counts handlers between that check and their send, so that
+	// work is closed only when no handler can send on it.
+	work   chan job
+	qmu    sync.Mutex
+	qcond  *sync.Cond
+	closed bool
+	inside int
+
+	workers sync.WaitGroup
+	wg      sync.WaitGroup // background goroutines, started by goBG
+	bgMu    sync.Mutex     // guards bgDone and wg.Add against wg.Wait
+	bgDone  bool
+	bg      context.Context
+	stopBG  context.CancelFunc
+	stopped sync.Once
+	metrics *registryMetrics
 }
 
 type job struct {
-	req    micro.Request
-	logout bool
+	req micro.Request
+	fn  func(micro.Request)
 }
 
-// New creates (or updates) the KV buckets and starts the micro service.
-// Call Stop when done.
+// New creates (or updates) the KV buckets and the events stream, starts the
+// micro service and returns once its subscriptions are in place on the
+// server. Call Stop when done.
 func New(ctx context.Context, cfg Config) (*Registry, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	r := &Registry{
+		cfg:     cfg,
+		log:     log.With("svc", "registry"),
+		nc:      cfg.NC,
+		work:    make(chan job, 4*cfg.Workers),
+		metrics: newMetrics(),
+	}
+	r.qcond = sync.NewCond(&r.qmu)
+	r.bg, r.stopBG = context.WithCancel(context.Background())
+	var err error
+	if r.js, err = jetstream.New(cfg.NC); err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	if err := r.createBuckets(ctx); err != nil {
+		return nil, err
+	}
+	r.events = newEventPub(r)
+	if r.view, err = startView(r); err != nil {
+		r.stopBackground()
+		return nil, fmt.Errorf("registry: watching the buckets: %w", err)
+	}
+	if err := r.watchDisconnects(); err != nil {
+		r.stopBackground()
+		return nil, fmt.Errorf("registry: disconnect events: %w", err)
+	}
+	for range cfg.Workers {
+		r.workers.Add(1)
+		go r.worker()
+	}
+	if err := r.addService(); err != nil {
+		r.Stop()
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	// Ready means the server routes requests here: the SUBs have arrived.
+	if err := cfg.NC.FlushTimeout(cfg.Timeout); err != nil {
+		r.Stop()
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	r.log.Info("registry started", "id", r.svc.Info().ID, "replicas", cfg.Replicas, "cluster", cfg.Cluster)
+	return r, nil
+}
+
+// defaults fills in zero fields and rejects values that would make the
+// registry refuse everything.
+func (cfg *Config) defaults() error {
 	if cfg.NC == nil {
-		return nil, errors.New("registry: no NATS connection")
+		return errors.New("registry: no NATS connection")
+	}
+	for _, v := range []struct {
+		name string
+		neg  bool
+	}{
+		{"Replicas", cfg.Replicas < 0}, {"Workers", cfg.Workers < 0}, {"Timeout", cfg.Timeout < 0},
+		{"MarkerTTL", cfg.MarkerTTL < 0}, {"Lease", cfg.Lease < 0}, {"Sweep", cfg.Sweep < 0},
+		{"MaxRoom", cfg.MaxRoom < 0}, {"EventsMaxAge", cfg.EventsMaxAge < 0}, {"DisconnectGrace", cfg.DisconnectGrace < 0},
+	} {
+		if v.neg {
+			return fmt.Errorf("registry: %s must not be negative", v.name)
+		}
 	}
 	if cfg.Replicas == 0 {
 		cfg.Replicas = DefaultReplicas
@@ -107,303 +228,182 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 	if cfg.Sweep == 0 {
 		cfg.Sweep = DefaultSweep
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
+	if cfg.MaxRoom == 0 {
+		cfg.MaxRoom = DefaultMaxRoom
 	}
-	r := &Registry{cfg: cfg, log: log.With("svc", "registry"), work: make(chan job, 4*cfg.Workers), stop: make(chan struct{}), metrics: newMetrics()}
+	if cfg.DisconnectEvents == "" {
+		cfg.DisconnectEvents = subject.DisconnectEvents
+	}
+	if cfg.DisconnectGrace == 0 {
+		cfg.DisconnectGrace = DefaultDisconnectGrace
+	}
+	return nil
+}
 
-	js, err := jetstream.New(cfg.NC)
-	if err != nil {
-		return nil, fmt.Errorf("registry: %w", err)
+func (r *Registry) placement() *jetstream.Placement {
+	if r.cfg.Cluster == "" {
+		return nil
 	}
-	r.users, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	return &jetstream.Placement{Cluster: r.cfg.Cluster}
+}
+
+func (r *Registry) createBuckets(ctx context.Context) error {
+	var err error
+	r.users, err = r.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:         subject.UsersBucket,
 		Description:    "who is online: name token -> edge, session",
 		History:        1,
-		Replicas:       cfg.Replicas,
-		LimitMarkerTTL: cfg.MarkerTTL,
+		Replicas:       r.cfg.Replicas,
+		Placement:      r.placement(),
+		LimitMarkerTTL: r.cfg.MarkerTTL,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("registry: bucket %s: %w", subject.UsersBucket, err)
+		return fmt.Errorf("registry: bucket %s: %w", subject.UsersBucket, err)
 	}
+	r.edges, err = r.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      subject.EdgesBucket,
+		Description: "edge leases: edge id -> instance, refreshed by heartbeats",
+		History:     1,
+		TTL:         3 * r.cfg.Lease,
+		Replicas:    r.cfg.Replicas,
+		Placement:   r.placement(),
+	})
+	if err != nil {
+		return fmt.Errorf("registry: bucket %s: %w", subject.EdgesBucket, err)
+	}
+	r.rooms, err = r.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:         subject.RoomsBucket,
+		Description:    "room members: room token.member token -> edge, since",
+		History:        1,
+		Replicas:       r.cfg.Replicas,
+		Placement:      r.placement(),
+		LimitMarkerTTL: r.cfg.MarkerTTL,
+	})
+	if err != nil {
+		return fmt.Errorf("registry: bucket %s: %w", subject.RoomsBucket, err)
+	}
+	sc := events.StreamConfig(r.cfg.EventsMaxAge, r.cfg.EventsMaxBytes, r.cfg.Replicas)
+	sc.Placement = r.placement()
+	if _, err := events.Ensure(ctx, r.js, sc); err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	return nil
+}
 
-	if err := r.startLeases(ctx, js); err != nil {
-		return nil, fmt.Errorf("registry: leases: %w", err)
-	}
-	for range cfg.Workers {
-		r.wg.Add(1)
-		go r.worker()
-	}
-	r.svc, err = micro.AddService(cfg.NC, micro.Config{
+func (r *Registry) addService() error {
+	var err error
+	r.svc, err = micro.AddService(r.nc, micro.Config{
 		Name:        "registry",
 		Version:     Version,
-		Description: "unique usernames across the signaling cluster",
+		Description: "unique usernames and rooms across the signaling cluster",
 		QueueGroup:  subject.RegistryGroup,
 	})
 	if err != nil {
-		r.stopWorkers()
-		return nil, fmt.Errorf("registry: %w", err)
+		return err
 	}
 	g := r.svc.AddGroup(subject.RegistryGroup, micro.WithGroupQueueGroup(subject.RegistryGroup))
-	err = errors.Join(
-		g.AddEndpoint("login", r.enqueue(false)),
-		g.AddEndpoint("logout", r.enqueue(true)),
+	return errors.Join(
+		g.AddEndpoint("login", r.enqueue(r.handleLogin)),
+		g.AddEndpoint("logout", r.enqueue(r.handleLogout)),
+		g.AddEndpoint("join", r.enqueue(r.handleJoin)),
+		g.AddEndpoint("part", r.enqueue(r.handlePart)),
+		g.AddEndpoint("users", r.enqueue(r.handleUsers)),
+		g.AddEndpoint("rooms", r.enqueue(r.handleRooms)),
+		g.AddEndpoint("kick", r.enqueue(r.handleKick)),
 	)
-	if err != nil {
-		r.Stop()
-		return nil, fmt.Errorf("registry: %w", err)
-	}
-	r.log.Info("registry started", "id", r.svc.Info().ID, "replicas", cfg.Replicas)
-	return r, nil
 }
 
-// Stop stops the micro service (no new requests), then lets the workers
-// finish the requests they hold. Requests that still reach a handler (the
-// service's subscriptions drain asynchronously) are answered with 503, so
-// that their edges retry with another registry.
+// Stop stops the micro service and answers every request it accepted:
+// those handed to the workers are served, those that reach a handler from
+// now on (the service's subscriptions drain asynchronously) get 503, so that
+// their edges retry with another registry instance. Then the background
+// work (the watches, the lease sweep, releases in flight) ends.
 func (r *Registry) Stop() error {
-	err := r.svc.Stop()
-	r.stopWorkers()
+	var err error
+	r.stopped.Do(func() {
+		if r.svc != nil {
+			err = r.svc.Stop()
+		}
+		r.qmu.Lock()
+		r.closed = true
+		for r.inside > 0 {
+			r.qcond.Wait()
+		}
+		r.qmu.Unlock()
+		close(r.work)
+		r.workers.Wait()
+		r.stopBackground()
+		r.log.Info("registry stopped")
+	})
 	return err
 }
 
-func (r *Registry) stopWorkers() {
-	r.stopOnce.Do(func() { close(r.stop) })
-	if r.stopLeases != nil {
-		r.stopLeases()
-	}
+// stopBackground ends every goroutine the registry started and waits.
+func (r *Registry) stopBackground() {
+	r.bgMu.Lock()
+	r.bgDone = true
+	r.bgMu.Unlock()
+	r.stopBG()
 	r.wg.Wait()
+	if r.events != nil {
+		r.events.stop()
+	}
 }
 
 // enqueue returns the micro handler that hands a request to the workers.
 // When they are all busy it waits: requests then queue in the endpoint's
 // subscription (nats.go's pending buffer), so a burst, such as every user of
 // an edge logging out at once, is served late rather than refused.
-func (r *Registry) enqueue(logout bool) micro.HandlerFunc {
+func (r *Registry) enqueue(fn func(micro.Request)) micro.HandlerFunc {
 	return func(req micro.Request) {
-		select {
-		case r.work <- job{req: req, logout: logout}:
-		case <-r.stop:
-			_ = req.Error("503", "registry stopping, retry", nil)
+		r.qmu.Lock()
+		if r.closed {
+			r.qmu.Unlock()
+			_ = req.Error(wire.CodeUnavailable, "registry stopping, retry", nil)
+			return
 		}
+		r.inside++
+		r.qmu.Unlock()
+		r.work <- job{req: req, fn: fn}
+		r.qmu.Lock()
+		if r.inside--; r.inside == 0 {
+			r.qcond.Broadcast()
+		}
+		r.qmu.Unlock()
 	}
 }
 
-// worker serves requests until Stop, then finishes those already queued.
+// worker serves requests until work is closed and empty.
 func (r *Registry) worker() {
-	defer r.wg.Done()
-	for {
-		select {
-		case j := <-r.work:
-			r.serve(j)
-		case <-r.stop:
-			for {
-				select {
-				case j := <-r.work:
-					r.serve(j)
-				default:
-					return
-				}
-			}
-		}
+	defer r.workers.Done()
+	for j := range r.work {
+		j.fn(j.req)
 	}
 }
 
-func (r *Registry) serve(j job) {
-	if j.logout {
-		r.handleLogout(j.req)
-	} else {
-		r.handleLogin(j.req)
-	}
-}
-
-func (r *Registry) handleLogin(req micro.Request) {
-	var in LoginRequest
-	if err := json.Unmarshal(req.Data(), &in); err != nil {
-		_ = req.Error("400", "malformed login request: "+err.Error(), nil)
+// goBG runs fn as a background goroutine that Stop waits for; after Stop
+// began it does nothing.
+func (r *Registry) goBG(fn func()) {
+	r.bgMu.Lock()
+	defer r.bgMu.Unlock()
+	if r.bgDone {
 		return
 	}
-	if err := names.Check(in.Name); err != nil {
-		_ = req.Error("400", err.Error(), nil)
-		return
-	}
-	if in.Edge == "" || in.Session == "" {
-		_ = req.Error("400", "login request without edge or session", nil)
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
-	defer cancel()
-	out, err := r.Login(ctx, in)
-	switch {
-	case err != nil:
-		r.metrics.logins.WithLabelValues("error").Inc()
-	case out.Resumed:
-		r.metrics.logins.WithLabelValues("resumed").Inc()
-	case out.OK:
-		r.metrics.logins.WithLabelValues("accepted").Inc()
-	case out.Reason == ReasonBadToken:
-		r.metrics.logins.WithLabelValues("bad_token").Inc()
-	default:
-		r.metrics.logins.WithLabelValues("taken").Inc()
-	}
-	if err != nil {
-		r.log.Error("login failed", "err", err)
-		_ = req.Error("500", err.Error(), nil)
-		return
-	}
-	_ = req.RespondJSON(out)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		fn()
+	}()
 }
 
-// Login creates the entry of in.Name; it is what registry.login does.
-// A name that is taken yields OK false, Reason ReasonTaken and no error,
-// unless in.Resume is the resume token of the session holding it: then the
-// entry passes to the new session (guarded by its revision) and the edge of
-// the old one is told to close it, without leave to its peer.
-func (r *Registry) Login(ctx context.Context, in LoginRequest) (LoginReply, error) {
-	tok := names.Token(in.Name)
-	entry := Entry{
-		Name:       in.Name,
-		Edge:       in.Edge,
-		Instance:   in.Instance,
-		Session:    in.Session,
-		Since:      time.Now().UTC(),
-		ResumeHash: in.ResumeHash,
-	}
-	val, err := json.Marshal(entry)
-	if err != nil {
-		return LoginReply{}, err
-	}
-	rev, err := r.users.Create(ctx, tok, val)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyExists):
-		if in.Resume == "" {
-			return LoginReply{OK: false, Reason: ReasonTaken, Token: tok}, nil
-		}
-		return r.resume(ctx, tok, in.Resume, val)
-	case err != nil:
-		return LoginReply{}, fmt.Errorf("create %s: %w", tok, err)
-	}
-	return LoginReply{OK: true, Token: tok, Revision: rev}, nil
+// reqCtx is the context of one request's KV operations: a request accepted
+// is served to the end, also during Stop.
+func (r *Registry) reqCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), r.cfg.Timeout)
 }
 
-// resume hands the entry of tok to a new session if token is the resume
-// token of the session holding it.
-func (r *Registry) resume(ctx context.Context, tok, token string, val []byte) (LoginReply, error) {
-	e, err := r.users.Get(ctx, tok)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
-		return LoginReply{OK: false, Reason: ReasonTaken, Token: tok}, nil // released meanwhile: the client retries
-	case err != nil:
-		return LoginReply{}, fmt.Errorf("get %s: %w", tok, err)
-	}
-	var cur Entry
-	if err := json.Unmarshal(e.Value(), &cur); err != nil {
-		return LoginReply{}, fmt.Errorf("entry %s: %w", tok, err)
-	}
-	if cur.ResumeHash == "" || !equalHash(cur.ResumeHash, HashToken(token)) {
-		return LoginReply{OK: false, Reason: ReasonBadToken, Token: tok}, nil
-	}
-	rev, err := r.users.Update(ctx, tok, val, e.Revision())
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return LoginReply{OK: false, Reason: ReasonTaken, Token: tok}, nil
-	}
-	if err != nil {
-		return LoginReply{}, fmt.Errorf("update %s: %w", tok, err)
-	}
-	r.announceOffline(tok, Offline{Name: cur.Name, Edge: cur.Edge, Instance: cur.Instance, Session: cur.Session, Reason: ReasonResumed})
-	return LoginReply{OK: true, Token: tok, Revision: rev, Resumed: true}, nil
-}
-
-// HashToken is how resume tokens are stored: hex SHA-256.
-func HashToken(token string) string {
-	h := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(h[:])
-}
-
-func equalHash(a, b string) bool {
-	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
-}
-
-func (r *Registry) handleLogout(req micro.Request) {
-	var in LogoutRequest
-	if err := json.Unmarshal(req.Data(), &in); err != nil {
-		_ = req.Error("400", "malformed logout request: "+err.Error(), nil)
-		return
-	}
-	if err := names.Check(in.Name); err != nil {
-		_ = req.Error("400", err.Error(), nil)
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
-	defer cancel()
-	out, err := r.Logout(ctx, in)
-	switch {
-	case err != nil:
-		r.metrics.logouts.WithLabelValues("error").Inc()
-	case out.OK:
-		r.metrics.logouts.WithLabelValues("released").Inc()
-	case out.Reason == ReasonNotOwner:
-		r.metrics.logouts.WithLabelValues("not_owner").Inc()
-	default:
-		r.metrics.logouts.WithLabelValues("not_found").Inc()
-	}
-	if err != nil {
-		r.log.Error("logout failed", "err", err)
-		_ = req.Error("500", err.Error(), nil)
-		return
-	}
-	_ = req.RespondJSON(out)
-}
-
-// Logout removes the entry of in.Name if in.Session still owns it (or, when
-// in.Revision is set, if the entry is still that revision); it is what
-// registry.logout does. The delete is guarded by the entry's revision, so
-// it never removes an entry that a newer login created meanwhile.
-func (r *Registry) Logout(ctx context.Context, in LogoutRequest) (LogoutReply, error) {
-	tok := names.Token(in.Name)
-	if in.Revision != 0 {
-		// The revision the login created identifies the session's entry:
-		// one guarded delete, no read first. A resume or a newer login has
-		// a newer revision, so the delete cannot touch it.
-		err := r.release(ctx, tok, in.Revision)
-		switch {
-		case err == nil:
-			return LogoutReply{OK: true}, nil
-		case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
-			return LogoutReply{OK: false, Reason: ReasonNotOwner}, nil
-		default:
-			return LogoutReply{}, err
-		}
-	}
-	e, err := r.users.Get(ctx, tok)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
-		return LogoutReply{OK: false, Reason: ReasonNotFound}, nil
-	case err != nil:
-		return LogoutReply{}, fmt.Errorf("get %s: %w", tok, err)
-	}
-	var cur Entry
-	if err := json.Unmarshal(e.Value(), &cur); err != nil {
-		return LogoutReply{}, fmt.Errorf("entry %s: %w", tok, err)
-	}
-	if cur.Session != in.Session {
-		return LogoutReply{OK: false, Reason: ReasonNotOwner}, nil
-	}
-	if err := r.release(ctx, tok, e.Revision()); err != nil {
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return LogoutReply{OK: false, Reason: ReasonNotOwner}, nil
-		}
-		return LogoutReply{}, err
-	}
-	return LogoutReply{OK: true}, nil
-}
-
-// release removes tok if its latest revision is still rev.
-func (r *Registry) release(ctx context.Context, tok string, rev uint64) error {
-	err := r.users.Purge(ctx, tok, jetstream.LastRevision(rev), jetstream.PurgeTTL(r.cfg.MarkerTTL))
-	if err != nil {
-		return fmt.Errorf("release %s@%d: %w", tok, rev, err)
-	}
-	return nil
+// bgCtx is the context of one KV operation of background work, which Stop
+// cancels.
+func (r *Registry) bgCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.bg, r.cfg.Timeout)
 }
