@@ -80,7 +80,7 @@ func natsMsg(to *conn) *nats.Msg {
 	data := protocol.AppendCandidate(nil, []byte(`{"candidate":"candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host","sdpMid":"0","sdpMLineIndex":0}`))
 	return &nats.Msg{
 		Subject: subject.User(names.Token("bob")),
-		Sub:     to.sub,
+		Sub:     to.sess.sub,
 		Header:  nats.Header{subject.HeaderFrom: {"alice"}, subject.HeaderEdge: {"bench"}},
 		Data:    data,
 	}
@@ -92,7 +92,11 @@ func natsMsg(to *conn) *nats.Msg {
 // nats.go's allocations for the message it reads).
 func sink(a *conn) {
 	a.message(ws.OpText, offer) // a real route first: online check and cache
-	a.snd.subj, a.snd.reply = "bench.sink", ""
+	for i := range a.snd.routes {
+		if r := &a.snd.routes[i]; r.subj != "" {
+			r.subj, r.reply = "bench.sink", ""
+		}
+	}
 }
 
 // loggedIn makes a connection of e on a loopback socket from sockets, logs
@@ -100,10 +104,10 @@ func sink(a *conn) {
 // reads.
 func loggedIn(tb testing.TB, e *Edge, sockets func(*Edge) (*conn, net.Conn), name string) (*conn, net.Conn) {
 	c, client := sockets(e)
-	e.mu.Lock()
-	e.byID[c.id] = c
+	e.conns.mu.Lock()
+	e.conns.byID[c.id] = c
 	e.connWG.Add(1)
-	e.mu.Unlock()
+	e.conns.mu.Unlock()
 	e.stats.connections.Add(1)
 	f := new(protocol.Frame)
 	data := []byte(`{"type":"login","name":"` + name + `"}`)
@@ -111,7 +115,7 @@ func loggedIn(tb testing.TB, e *Edge, sockets func(*Edge) (*conn, net.Conn), nam
 		tb.Fatal(err)
 	}
 	c.login(f, data)
-	if c.sub == nil {
+	if c.sess == nil {
 		tb.Fatalf("login %s failed", name)
 	}
 	tb.Cleanup(c.teardown) // before the edge's shutdown, which waits for it
@@ -140,7 +144,7 @@ func socketPairs(tb testing.TB) func(e *Edge) (*conn, net.Conn) {
 			tb.Fatal(err)
 		}
 		tb.Cleanup(func() { _ = client.Close(); _ = server.Close() })
-		c := &conn{e: e, id: e.nextID.Add(1), nc: server, r: server, fd: -1}
+		c := &conn{e: e, id: e.conns.next.Add(1), nc: server, r: server, fd: -1}
 		_, _ = socket(c)
 		return c, client
 	}

@@ -1,12 +1,25 @@
 // Package edge is the WebSocket front of the signaling system. An Edge owns
 // client sockets and nothing that must survive it: it parses each client
 // frame, stamps the authenticated sender, and publishes the frame for the
-// target to "user.<token>", where NATS carries it to the one edge that
-// subscribed that subject when the target logged in. Names are claimed and
-// released through the registry service (registry.login, registry.logout).
+// target to "user.<token>" (or a room's "room.<token>"), where NATS carries
+// it to the edges that subscribed that subject. Names and room seats are
+// claimed and released through the registry service (package registry,
+// bodies in package wire).
 //
-// The wire protocol is the classic tutorial's (see DESIGN.md): clients
-// written for that Node server work unchanged.
+// The wire protocol is the classic tutorial's, with extensions (rooms,
+// presence, app messages, opt-in resume): the README's protocol tables are
+// the contract, and clients written for the tutorial's Node server work
+// unchanged.
+//
+// Files, by concern: edge.go (the Edge, its life), config.go, conn.go (a
+// client connection's life), frames.go (reading WebSocket frames),
+// writer.go (writing them), dispatch.go (a client message to its handler),
+// session.go (a logged-in session and its states), login.go, registry.go
+// (requests to the registry), relay.go (frames out to NATS), deliver.go
+// (frames in from NATS), peers.go, resume.go (held sessions and hand-over),
+// rooms.go, presence.go, lease.go, pinger.go, guard.go (admission and
+// limits), poll_linux.go (the epoll reader), metrics.go, page.go (the demo
+// page).
 package edge
 
 import (
@@ -33,130 +46,7 @@ import (
 )
 
 // Version is the edge's micro service version.
-const Version = "0.1.0"
-
-// Defaults for Config fields left zero.
-const (
-	// DefaultMaxFrameSize bounds one client message (all its fragments).
-	// An SDP offer with many media sections is a few KiB; 64 KiB leaves room.
-	DefaultMaxFrameSize = 64 << 10
-	// DefaultWriteQueue is how many frames may wait for one client socket,
-	// and DefaultWriteQueueBytes how many bytes. A call setup is an offer or
-	// answer plus a few dozen candidates; the bounds leave room for bursts
-	// from several senders at once while the socket's writer is busy.
-	DefaultWriteQueue      = 1024
-	DefaultWriteQueueBytes = 1 << 20
-	// DefaultWriteTimeout bounds each socket write.
-	DefaultWriteTimeout = 10 * time.Second
-	// DefaultRegistryTimeout bounds each registry request.
-	DefaultRegistryTimeout = 5 * time.Second
-	// DefaultCloseTimeout is how long a connection waits for the client's
-	// close frame after sending its own.
-	DefaultCloseTimeout = 2 * time.Second
-	// DefaultHandshakeTimeout bounds reading the HTTP upgrade request.
-	DefaultHandshakeTimeout = 10 * time.Second
-	// DefaultHeartbeat refreshes the edge's lease four times per default
-	// registry lease (10s).
-	DefaultHeartbeat = 2500 * time.Millisecond
-	// DefaultPingAfter and DefaultPongTimeout: a silent client is pinged
-	// after 20s and dropped 10s later, so a half-open TCP connection holds
-	// its name for at most about 30s.
-	DefaultPingAfter   = 20 * time.Second
-	DefaultPongTimeout = 10 * time.Second
-	// DefaultResumeGrace is how long a dropped session can be resumed.
-	DefaultResumeGrace = 30 * time.Second
-	// dispatchQueue is the capacity of the channels that the user
-	// subscriptions of the edge deliver to, all channels together.
-	dispatchQueue = 1 << 16
-)
-
-// Config of an Edge. Zero values select the defaults beside them.
-type Config struct {
-	// NC is the NATS connection. Required.
-	NC *nats.Conn
-	// ID is the edge's stable id, shown in "nats micro ls" and stored with
-	// every name the edge holds. Required.
-	ID string
-	// Listen is the address clients use, for the service metadata only.
-	Listen string
-	// MaxFrameSize bounds a client message in bytes; a bigger one closes the
-	// connection with 1009. Zero: DefaultMaxFrameSize.
-	MaxFrameSize int
-	// WriteQueue bounds the frames waiting for one socket; a client that
-	// lets it fill is disconnected. Zero: DefaultWriteQueue.
-	WriteQueue int
-	// WriteQueueBytes bounds the bytes waiting for one socket, likewise.
-	// Zero: DefaultWriteQueueBytes.
-	WriteQueueBytes int
-	// WriteTimeout bounds each socket write. Zero: DefaultWriteTimeout.
-	WriteTimeout time.Duration
-	// RegistryTimeout bounds registry requests. Zero: DefaultRegistryTimeout.
-	RegistryTimeout time.Duration
-	// CloseTimeout bounds the wait for a client's close frame.
-	// Zero: DefaultCloseTimeout.
-	CloseTimeout time.Duration
-	// HandshakeTimeout bounds reading the HTTP upgrade request and writing
-	// its response, so that slow ("slowloris") clients cannot hold sockets
-	// before they are clients. Zero: DefaultHandshakeTimeout.
-	HandshakeTimeout time.Duration
-	// Heartbeat is how often the edge refreshes its lease in the edges
-	// bucket; it must be well under the registry's lease (10s by default).
-	// Zero: DefaultHeartbeat.
-	Heartbeat time.Duration
-	// PingAfter is how long a client may stay silent before it is pinged.
-	// Zero: DefaultPingAfter.
-	PingAfter time.Duration
-	// PongTimeout is how long a pinged client has to send anything (its
-	// pong) before it is disconnected. Zero: DefaultPongTimeout.
-	PongTimeout time.Duration
-	// ResumeGrace is how long the name of a connection that dropped
-	// (closed without a close frame either way) stays held so that its
-	// client can log in again with its resume token and take it over; its
-	// peer gets leave only when the grace ends without a resume. A close
-	// frame from either side releases the name at once. Zero:
-	// DefaultResumeGrace; negative: release at once, always.
-	ResumeGrace time.Duration
-	// AllowedOrigins lists the browser origins (scheme://host[:port]) that
-	// may connect; "*" allows all. Zero: pages on localhost and pages served
-	// by this same host, plus every client that sends no Origin (not a
-	// browser). A refused origin gets 403 at the upgrade.
-	AllowedOrigins []string
-	// Auth, when set, must accept every upgrade request (401 otherwise), and
-	// the client may log in only with the name it grants. Zero: no
-	// authentication, anyone may take any free name (the tutorial's way).
-	Auth Authenticator
-	// ICEServers, when set, appends the JSON array of ICE servers (TURN
-	// credentials) for a user to dst; the login reply carries it as
-	// "iceServers". Zero: no iceServers in the reply.
-	ICEServers func(dst []byte, name string) []byte
-	// TrustedProxies are the addresses whose X-Forwarded-For is believed.
-	// Zero: none; the peer address is the client's.
-	TrustedProxies []netip.Prefix
-	// MaxConns bounds the edge's sockets (503 beyond). Zero:
-	// DefaultMaxConns; negative: no bound.
-	MaxConns int
-	// MaxConnsPerIP bounds the sockets of one client address (429 beyond).
-	// Zero: DefaultMaxConnsPerIP; negative: no bound.
-	MaxConnsPerIP int
-	// Rate is how many messages per second one connection may send (a
-	// token bucket of Burst); over it, messages are dropped with an error
-	// frame, and a connection that keeps flooding is closed with 1008.
-	// Zero: DefaultRate and DefaultBurst; negative: no limit.
-	Rate  float64
-	Burst int
-	// MaxLogins bounds login attempts per connection (then 1008). Zero:
-	// DefaultMaxLogins.
-	MaxLogins int
-	// MaxCandidates bounds the candidates a connection sends between two
-	// offers or answers. Zero: DefaultMaxCandidates.
-	MaxCandidates int
-	// NoPoller gives every connection its own reading goroutine even where
-	// the edge can watch idle sockets with epoll (Linux), which saves a
-	// goroutine and a read buffer per idle connection. Zero: the poller.
-	NoPoller bool
-	// Logger; zero: slog.Default().
-	Logger *slog.Logger
-}
+const Version = "0.2.0"
 
 // Edge serves WebSocket clients. Create it with New, serve with Serve (or
 // use it as an http.Handler), and stop it with Shutdown.
@@ -164,100 +54,57 @@ type Edge struct {
 	cfg      Config
 	log      *slog.Logger
 	nc       *nats.Conn
-	instance string // random per process: tells this run from an earlier one with the same ID
+	instance string
+	js       jetstream.JetStream
+	kvMu     sync.Mutex
+	kv       jetstream.KeyValue // users bucket, read only here
+	users    jetstream.Stream   // its stream, for the last message of a key
 
-	// User subscriptions deliver to these channels, each drained by its
-	// own goroutine (one per CPU: a delivery may write to the socket); a
-	// connection's messages always go through the same one, in order.
+	// User and room subscriptions deliver to these channels, each drained
+	// by its own goroutine (one per CPU: a delivery may write to the
+	// socket); a session's messages always go through the same one, in
+	// order.
 	msgs     []chan *nats.Msg
+	dispWG   sync.WaitGroup
 	nrPrefix string // reply subject prefix: "<inbox>." + conn id + "." + target token
 	subs     []*nats.Subscription
 	svc      micro.Service
 	srv      *http.Server
 	poll     *poller // nil: a reading goroutine per connection
-	js       jetstream.JetStream
-	kvMu     sync.Mutex
-	kv       jetstream.KeyValue // users bucket, read-only here
 
-	mu      sync.RWMutex
-	bySub   map[*nats.Subscription]*conn
-	bySes   map[string]*conn             // logged-in users by session id
-	pending map[*nats.Subscription]*conn // subscriptions of logins in flight
-	byID    map[uint64]*conn             // every connection (poller events carry the id)
-	perIP   map[netip.Addr]int
-	peers   map[string]map[*conn]struct{} // peer token -> conns whose peer it is
-	held    map[string]*heldSession       // dropped sessions by session id, kept for resume
-	nextID  atomic.Uint64
+	conns    connTable
+	sessions sessionTable
+	peers    peerIndex
+	watchers watchIndex
+	rooms    roomTable
+	marks    sync.Map // dispatcher sentinel *nats.Msg -> chan struct{}
 
 	closing atomic.Bool
 	connWG  sync.WaitGroup
-	retryMu sync.Mutex
-	retry   []logoutJob // logouts to try again
-	bgWG    sync.WaitGroup
-	stopBG  chan struct{}
+	retry   retryQueue
+
+	// Background work: stop is closed by Shutdown; stopCtx ends when
+	// Shutdown's context does, and bounds every registry request made
+	// while stopping.
+	bgWG       sync.WaitGroup
+	bgMu       sync.Mutex // guards bgDone and bgWG.Add against Shutdown's Wait
+	bgDone     bool
+	stop       chan struct{}
+	stopCtx    context.Context
+	cancelStop context.CancelFunc
+	checks     chan struct{} // bounds the online checks in flight
+
+	prevErrHandler nats.ErrHandler // the connection's, restored by Shutdown
 
 	stats *stats
 }
 
 // New creates an Edge: it subscribes what every edge needs and announces
-// itself as the micro service "edge". It serves no client until Serve.
+// itself as the micro service "edge". It serves no client until Serve. It
+// returns an error wrapping ErrConfig for a Config it refuses.
 func New(cfg Config) (*Edge, error) {
-	if cfg.NC == nil {
-		return nil, errors.New("edge: no NATS connection")
-	}
-	if cfg.ID == "" {
-		return nil, errors.New("edge: no id")
-	}
-	if cfg.MaxFrameSize == 0 {
-		cfg.MaxFrameSize = DefaultMaxFrameSize
-	}
-	if cfg.WriteQueue == 0 {
-		cfg.WriteQueue = DefaultWriteQueue
-	}
-	if cfg.WriteQueueBytes == 0 {
-		cfg.WriteQueueBytes = DefaultWriteQueueBytes
-	}
-	if cfg.WriteTimeout == 0 {
-		cfg.WriteTimeout = DefaultWriteTimeout
-	}
-	if cfg.RegistryTimeout == 0 {
-		cfg.RegistryTimeout = DefaultRegistryTimeout
-	}
-	if cfg.CloseTimeout == 0 {
-		cfg.CloseTimeout = DefaultCloseTimeout
-	}
-	if cfg.MaxConns == 0 {
-		cfg.MaxConns = DefaultMaxConns
-	}
-	if cfg.MaxConnsPerIP == 0 {
-		cfg.MaxConnsPerIP = DefaultMaxConnsPerIP
-	}
-	if cfg.Rate == 0 {
-		cfg.Rate = DefaultRate
-	}
-	if cfg.Burst <= 0 {
-		cfg.Burst = DefaultBurst
-	}
-	if cfg.MaxLogins == 0 {
-		cfg.MaxLogins = DefaultMaxLogins
-	}
-	if cfg.MaxCandidates == 0 {
-		cfg.MaxCandidates = DefaultMaxCandidates
-	}
-	if cfg.ResumeGrace == 0 {
-		cfg.ResumeGrace = DefaultResumeGrace
-	}
-	if cfg.HandshakeTimeout == 0 {
-		cfg.HandshakeTimeout = DefaultHandshakeTimeout
-	}
-	if cfg.Heartbeat == 0 {
-		cfg.Heartbeat = DefaultHeartbeat
-	}
-	if cfg.PingAfter == 0 {
-		cfg.PingAfter = DefaultPingAfter
-	}
-	if cfg.PongTimeout == 0 {
-		cfg.PongTimeout = DefaultPongTimeout
+	if err := cfg.defaults(); err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -267,59 +114,42 @@ func New(cfg Config) (*Edge, error) {
 		cfg:      cfg,
 		log:      log.With("svc", "edge", "edge_id", cfg.ID),
 		nc:       cfg.NC,
-		instance: randomID(8),
-		bySub:    make(map[*nats.Subscription]*conn),
-		bySes:    make(map[string]*conn),
-		pending:  make(map[*nats.Subscription]*conn),
-		byID:     make(map[uint64]*conn),
-		perIP:    make(map[netip.Addr]int),
-		peers:    make(map[string]map[*conn]struct{}),
-		stopBG:   make(chan struct{}),
+		instance: cfg.Instance,
+		stop:     make(chan struct{}),
+		checks:   make(chan struct{}, 64),
 		stats:    newStats(cfg.ID),
 	}
+	e.conns.init()
+	e.sessions.init()
+	e.peers.init()
+	e.watchers.init()
+	e.rooms.init(e)
+	e.stopCtx, e.cancelStop = context.WithCancel(context.Background())
+	e.prevErrHandler = e.nc.ErrorHandler()
 	var err error
-	e.nrPrefix = e.nc.NewInbox() + "."
 	if e.js, err = jetstream.New(e.nc); err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-
-	sub, err := e.nc.Subscribe(e.nrPrefix+">", e.onNoResponders)
-	if err != nil {
-		return nil, fmt.Errorf("edge: %w", err)
+	e.nrPrefix = e.nc.NewInbox() + "."
+	for _, s := range []struct {
+		subj string
+		fn   nats.MsgHandler
+	}{
+		{e.nrPrefix + ">", e.onReply},
+		{subject.PresenceOfflineAll, e.onOffline},
+		{subject.PresenceOnlineAll, e.onOnline},
+	} {
+		sub, err := e.nc.Subscribe(s.subj, s.fn)
+		if err != nil {
+			e.unsubscribeAll()
+			return nil, fmt.Errorf("edge: %w", err)
+		}
+		e.subs = append(e.subs, sub)
 	}
-	e.subs = append(e.subs, sub)
-	sub, err = e.nc.Subscribe(subject.PresenceOfflineAll, e.onOffline)
-	if err != nil {
+	if err := e.addService(); err != nil {
 		e.unsubscribeAll()
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	e.subs = append(e.subs, sub)
-
-	e.svc, err = micro.AddService(e.nc, micro.Config{
-		Name:        "edge",
-		Version:     Version,
-		Description: "WebSocket signaling edge",
-		Metadata: map[string]string{
-			"id":       cfg.ID,
-			"listen":   cfg.Listen,
-			"instance": e.instance,
-		},
-		StatsHandler: func(*micro.Endpoint) any { return e.Stats() },
-	})
-	if err != nil {
-		e.unsubscribeAll()
-		return nil, fmt.Errorf("edge: %w", err)
-	}
-	// "nats req edge.<id>.status ''" answers with the edge's counters.
-	err = e.svc.AddEndpoint("status", micro.HandlerFunc(func(req micro.Request) {
-		_ = req.RespondJSON(e.Stats())
-	}), micro.WithEndpointSubject("edge."+cfg.ID+".status"), micro.WithEndpointQueueGroupDisabled())
-	if err != nil {
-		_ = e.svc.Stop()
-		e.unsubscribeAll()
-		return nil, fmt.Errorf("edge: %w", err)
-	}
-
 	if !cfg.NoPoller {
 		if e.poll, err = newPoller(e); err != nil {
 			e.log.Info("no socket poller; one goroutine per connection", "err", err)
@@ -329,12 +159,13 @@ func New(cfg Config) (*Edge, error) {
 	e.msgs = make([]chan *nats.Msg, max(1, runtime.GOMAXPROCS(0)))
 	for i := range e.msgs {
 		e.msgs[i] = make(chan *nats.Msg, dispatchQueue/len(e.msgs))
+		e.dispWG.Add(1)
 		go e.dispatch(e.msgs[i])
 	}
-	e.bgWG.Add(3)
-	go e.logoutRetrier()
-	go e.heartbeat()
-	go e.pinger()
+	e.nc.SetErrorHandler(e.onAsyncError(e.prevErrHandler))
+	e.goBG(e.logoutRetrier)
+	e.goBG(e.heartbeat)
+	e.goBG(e.pinger)
 	e.srv = &http.Server{
 		Handler:           e,
 		ReadHeaderTimeout: cfg.HandshakeTimeout,
@@ -342,43 +173,89 @@ func New(cfg Config) (*Edge, error) {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
 	}
+	// Ready means the server routes to this edge: the SUBs have arrived.
+	if err := e.nc.FlushTimeout(cfg.RegistryTimeout); err != nil {
+		e.log.Warn("NATS did not confirm the edge's subscriptions yet", "err", err)
+	}
 	e.log.Info("edge started", "listen", cfg.Listen, "instance", e.instance)
 	return e, nil
+}
+
+// addService announces the edge as the micro service "edge" with its
+// status and hand-over endpoints.
+func (e *Edge) addService() error {
+	var err error
+	e.svc, err = micro.AddService(e.nc, micro.Config{
+		Name:        "edge",
+		Version:     Version,
+		Description: "WebSocket signaling edge",
+		Metadata: map[string]string{
+			"id":       e.cfg.ID,
+			"listen":   e.cfg.Listen,
+			"instance": e.instance,
+		},
+		StatsHandler: func(*micro.Endpoint) any { return e.Stats() },
+	})
+	if err != nil {
+		return err
+	}
+	// "nats req edge.<id>.status ''" answers with the edge's counters.
+	err = errors.Join(
+		e.svc.AddEndpoint("status", micro.HandlerFunc(func(req micro.Request) {
+			_ = req.RespondJSON(e.Stats())
+		}), micro.WithEndpointSubject(subject.EdgeStatus(e.cfg.ID)), micro.WithEndpointQueueGroupDisabled()),
+		e.svc.AddEndpoint("handover", micro.HandlerFunc(e.handleHandover),
+			micro.WithEndpointSubject(subject.EdgeHandover(e.cfg.ID)), micro.WithEndpointQueueGroupDisabled()),
+	)
+	if err != nil {
+		_ = e.svc.Stop()
+	}
+	return err
 }
 
 // Stats are the edge's counters, as "nats micro stats edge" and the status
 // endpoint show them.
 type Stats struct {
-	ID          string `json:"id"`
-	Instance    string `json:"instance"`
-	Connections int64  `json:"connections"`
-	Users       int64  `json:"users"`
-	Relayed     uint64 `json:"relayed"`
-	Errors      uint64 `json:"errors"`
-	SlowClients uint64 `json:"slow_clients"`
-	LoginsOK    uint64 `json:"logins_ok"`
-	LoginsTaken uint64 `json:"logins_refused"`
-	DeadSockets uint64 `json:"dead_sockets"`
+	ID           string `json:"id"`
+	Instance     string `json:"instance"`
+	Connections  int64  `json:"connections"`
+	Users        int64  `json:"users"`
+	Held         int64  `json:"held"`
+	Relayed      uint64 `json:"relayed"`
+	Errors       uint64 `json:"errors"`
+	SlowClients  uint64 `json:"slow_clients"`
+	LoginsOK     uint64 `json:"logins_ok"`
+	LoginsTaken  uint64 `json:"logins_refused"`
+	DeadSockets  uint64 `json:"dead_sockets"`
+	Dropped      uint64 `json:"dropped"`
+	Kept         uint64 `json:"kept"`
+	Deduplicated uint64 `json:"deduplicated"`
 }
 
 // Stats returns a snapshot of the edge's counters.
 func (e *Edge) Stats() Stats {
 	s := e.stats
 	st := Stats{
-		ID:          e.cfg.ID,
-		Instance:    e.instance,
-		Connections: s.connections.Load(),
-		Users:       s.users.Load(),
-		SlowClients: s.errors[reasonSlowClient].Load(),
-		DeadSockets: s.errors[reasonDeadSocket].Load(),
-		LoginsOK:    s.logins[loginOK].Load() + s.logins[loginResumed].Load(),
-		LoginsTaken: s.logins[loginTaken].Load() + s.logins[loginInvalid].Load(),
+		ID:           e.cfg.ID,
+		Instance:     e.instance,
+		Connections:  s.connections.Load(),
+		Users:        s.users.Load(),
+		Held:         s.held.Load(),
+		SlowClients:  s.errors[reasonSlowClient].Load(),
+		DeadSockets:  s.errors[reasonDeadSocket].Load(),
+		LoginsOK:     s.logins[loginOK].Load() + s.logins[loginResumed].Load(),
+		LoginsTaken:  s.logins[loginTaken].Load() + s.logins[loginInvalid].Load(),
+		Kept:         s.kept.Load(),
+		Deduplicated: s.duplicates.Load(),
 	}
-	for _, t := range relayTypes {
+	for t := range s.relayed {
 		st.Relayed += s.relayed[t].Load()
 	}
 	for r := range numReasons {
 		st.Errors += s.errors[r].Load()
+	}
+	for r := range numDropReasons {
+		st.Dropped += s.dropped[r].Load()
 	}
 	return st
 }
@@ -407,70 +284,127 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.upgrade(w, r)
 }
 
-// appendConns appends every connection of the edge to dst.
-func (e *Edge) appendConns(dst []*conn) []*conn {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	for _, c := range e.byID {
-		dst = append(dst, c)
-	}
-	return dst
-}
-
 func isUpgrade(r *http.Request) bool {
 	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
 }
 
-// Shutdown stops the edge in order: stop accepting; send every client a
-// close frame with 1001 (going away) and wait, within ctx, for their
-// connections to end, which releases their names and sends leave to their
-// peers; then stop the micro service and the subscriptions. The caller
-// drains the NATS connection afterwards.
+// lingerAfterDeadline is how long Shutdown still waits for connections and
+// background work once its context has ended: their registry requests end
+// with the context, their sockets are cut, so they finish at once.
+const lingerAfterDeadline = 500 * time.Millisecond
+
+// Shutdown stops the edge in order, every step bounded by ctx: stop
+// accepting; send every client a close frame with 1001 (going away) and
+// wait for their connections to end, which releases their names and sends
+// leave to their peers; release the held sessions and retry failed
+// logouts, all at once; then stop the background work, the dispatchers,
+// the micro service and the subscriptions. The caller drains the NATS
+// connection afterwards. What ctx's end leaves unreleased (NATS is gone,
+// say) is left to the registry's lease, and logged with a count; Shutdown
+// then returns ctx's error.
 func (e *Edge) Shutdown(ctx context.Context) error {
 	if !e.closing.CompareAndSwap(false, true) {
 		return nil
 	}
+	stopWatch := context.AfterFunc(ctx, e.cancelStop)
+	defer stopWatch()
 	e.log.Info("edge shutting down", "connections", e.stats.connections.Load())
 	err := e.srv.Shutdown(ctx) // hijacked sockets are not its business
 
-	conns := e.appendConns(nil)
+	conns := e.conns.all(nil)
 	for _, c := range conns {
 		c.closeWith(closeGoingAway)
 	}
-	done := make(chan struct{})
-	go func() { e.connWG.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		e.log.Warn("shutdown: connections still open at the deadline; closing them")
-		for _, c := range conns {
+	if !waitFor(ctx, &e.connWG, 0) {
+		e.log.Warn("shutdown: connections still open at the deadline; cutting them", "connections", len(e.conns.all(nil)))
+		for _, c := range e.conns.all(nil) {
 			c.abort()
 		}
-		err = errors.Join(err, ctx.Err())
-		// Their readers see the end (the poller reports it) and tear them
-		// down; give that a moment, then do it here for any left.
-		select {
-		case <-done:
-		case <-time.After(2 * time.Second):
-		}
+		waitFor(context.Background(), &e.connWG, lingerAfterDeadline)
+	}
+	// Held sessions and failed logouts: all at once, under ctx.
+	e.releaseAllHeld()
+	e.bgMu.Lock()
+	e.bgDone = true
+	e.bgMu.Unlock()
+	close(e.stop)
+	if !waitFor(ctx, &e.bgWG, 0) {
+		waitFor(context.Background(), &e.bgWG, lingerAfterDeadline)
+	}
+	if left := e.retry.len(); left > 0 {
+		e.log.Warn("shutdown: logouts left to the registry's lease", "names", left)
 	}
 	if e.poll != nil {
 		e.poll.close()
 	}
-	for _, c := range e.appendConns(nil) {
-		c.rmu.Lock()
-		c.teardown()
-		c.rmu.Unlock()
+	// Every session's subscription goes before its dispatcher channel.
+	for _, s := range e.sessions.all() {
+		s.unsubscribe()
 	}
-	// Dropped sessions waiting for a resume are released now, and logouts
-	// that failed so far get one more try while NATS is still here.
-	e.releaseHeld()
-	close(e.stopBG)
-	e.bgWG.Wait()
+	e.rooms.unsubscribeAll()
+	for _, ch := range e.msgs {
+		close(ch)
+	}
+	e.dispWG.Wait()
 	err = errors.Join(err, e.svc.Stop())
 	e.unsubscribeAll()
+	e.nc.SetErrorHandler(e.prevErrHandler)
+	if ctx.Err() != nil {
+		err = errors.Join(err, ctx.Err())
+	}
 	e.log.Info("edge stopped")
 	return err
+}
+
+// waitFor waits for wg until ctx ends, or for d at most if d > 0; true if
+// wg is done. The goroutine it starts ends with wg.
+func waitFor(ctx context.Context, wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	var timeout <-chan time.Time
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+	case <-timeout:
+	}
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
+}
+
+// goBG runs fn as background work that Shutdown stops (close of e.stop)
+// and waits for.
+func (e *Edge) goBG(fn func()) { e.tryBG(fn) }
+
+// tryBG is goBG that reports whether fn was started: once Shutdown has
+// stopped the background work, it is not.
+func (e *Edge) tryBG(fn func()) bool {
+	e.bgMu.Lock()
+	defer e.bgMu.Unlock()
+	if e.bgDone {
+		return false
+	}
+	e.bgWG.Add(1)
+	go func() {
+		defer e.bgWG.Done()
+		fn()
+	}()
+	return true
+}
+
+// reqCtx is the context of one registry request: RegistryTimeout, and no
+// longer than Shutdown's context.
+func (e *Edge) reqCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(e.stopCtx, e.cfg.RegistryTimeout)
 }
 
 func (e *Edge) unsubscribeAll() {
@@ -483,4 +417,41 @@ func randomID(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// connTable holds every connection of the edge, by id (poller events carry
+// the id), and the count per client address.
+type connTable struct {
+	mu    sync.RWMutex
+	byID  map[uint64]*conn
+	perIP map[netip.Addr]int
+	next  atomic.Uint64
+}
+
+func (t *connTable) init() {
+	t.byID = make(map[uint64]*conn)
+	t.perIP = make(map[netip.Addr]int)
+}
+
+func (t *connTable) get(id uint64) *conn {
+	t.mu.RLock()
+	c := t.byID[id]
+	t.mu.RUnlock()
+	return c
+}
+
+// all appends every connection to dst.
+func (t *connTable) all(dst []*conn) []*conn {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, c := range t.byID {
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+func (t *connTable) remove(c *conn) {
+	t.mu.Lock()
+	delete(t.byID, c.id)
+	t.mu.Unlock()
 }

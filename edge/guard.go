@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,13 +36,6 @@ const (
 	abuseFactor = 10
 )
 
-// Authenticator checks the credentials of an upgrade request and returns
-// the one name the client may log in with. The edge answers 401 to an
-// error, before holding anything for the client.
-type Authenticator interface {
-	Authenticate(r *http.Request) (name string, err error)
-}
-
 // admit decides whether an upgrade request may become a connection. It
 // answers the refusals itself and returns false for them.
 func (e *Edge) admit(w http.ResponseWriter, r *http.Request) (ip netip.Addr, authName string, ok bool) {
@@ -61,30 +55,32 @@ func (e *Edge) admit(w http.ResponseWriter, r *http.Request) (ip netip.Addr, aut
 		authName = name
 	}
 	ip = e.clientIP(r)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.cfg.MaxConns > 0 && len(e.byID) >= e.cfg.MaxConns {
+	t := &e.conns
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e.cfg.MaxConns > 0 && len(t.byID) >= e.cfg.MaxConns {
 		e.stats.errors[reasonConnLimit].Add(1)
 		http.Error(w, "edge is full", http.StatusServiceUnavailable)
 		return ip, "", false
 	}
-	if e.cfg.MaxConnsPerIP > 0 && e.perIP[ip] >= e.cfg.MaxConnsPerIP {
+	if e.cfg.MaxConnsPerIP > 0 && t.perIP[ip] >= e.cfg.MaxConnsPerIP {
 		e.stats.errors[reasonIPLimit].Add(1)
 		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
 		return ip, "", false
 	}
-	e.perIP[ip]++ // given back by release(ip) if the upgrade fails, or at teardown
+	t.perIP[ip]++ // given back by releaseIP if the upgrade fails, or at teardown
 	return ip, authName, true
 }
 
 func (e *Edge) releaseIP(ip netip.Addr) {
-	e.mu.Lock()
-	if n := e.perIP[ip] - 1; n > 0 {
-		e.perIP[ip] = n
+	t := &e.conns
+	t.mu.Lock()
+	if n := t.perIP[ip] - 1; n > 0 {
+		t.perIP[ip] = n
 	} else {
-		delete(e.perIP, ip)
+		delete(t.perIP, ip)
 	}
-	e.mu.Unlock()
+	t.mu.Unlock()
 }
 
 // originAllowed applies the origin policy. Clients that send no Origin
@@ -196,15 +192,17 @@ func (c *conn) limited() (drop, ok bool) {
 	}
 	c.e.stats.errors[reasonRateLimited].Add(1)
 	if c.bucket.refused >= abuseFactor*uint32(cfg.Burst) {
-		c.fail(closeAbuse)
+		c.fail(closeLimit("rate limit (" + rateString(cfg.Rate) + " messages/s) exceeded, kept flooding"))
 		return true, false
 	}
 	if now-c.limitedAt > int64(time.Second) {
 		c.limitedAt = now
-		c.enqueue(ws.OpText, protocol.AppendError(nil, "rate limit exceeded: message dropped"))
+		c.enqueue(ws.OpText, protocol.AppendError(nil, "rate limit exceeded (limit "+rateString(cfg.Rate)+" messages/s, burst "+strconv.Itoa(cfg.Burst)+", -rate): message dropped"))
 	}
 	return true, true
 }
+
+func rateString(r float64) string { return strconv.FormatFloat(r, 'f', -1, 64) }
 
 // throttle is how long to stop reading from a connection that has used up
 // its rate: until it has earned one message again. Zero when it may send.

@@ -12,8 +12,8 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/natsrtc/signal/edge"
+	"github.com/natsrtc/signal/edge/stack"
 	"github.com/natsrtc/signal/services/client"
-	"github.com/natsrtc/signal/services/stack"
 )
 
 func dialWith(url string, h http.Header) (*client.Client, error) {

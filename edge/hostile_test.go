@@ -15,8 +15,8 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/natsrtc/signal/edge"
+	"github.com/natsrtc/signal/edge/stack"
 	"github.com/natsrtc/signal/services/client"
-	"github.com/natsrtc/signal/services/stack"
 )
 
 // TestHostileClients throws what a hostile client can at one edge, then

@@ -38,6 +38,13 @@ const (
 	reasonLoginAttempts
 	reasonCandidateLimit
 	reasonNameMismatch
+	reasonBadLogin
+	reasonBadRoom
+	reasonRoomLimit
+	reasonRoomFull
+	reasonWatchLimit
+	reasonKicked
+	reasonDispatchFull
 	numReasons
 )
 
@@ -66,7 +73,27 @@ var reasonNames = [numReasons]string{
 	reasonLoginAttempts:   "login_attempts",
 	reasonCandidateLimit:  "candidate_limit",
 	reasonNameMismatch:    "name_not_in_token",
+	reasonBadLogin:        "bad_login",
+	reasonBadRoom:         "bad_room",
+	reasonRoomLimit:       "room_limit",
+	reasonRoomFull:        "room_full",
+	reasonWatchLimit:      "watch_limit",
+	reasonKicked:          "kicked",
+	reasonDispatchFull:    "dispatch_full",
 }
+
+// dropReason classifies frames for a session that were not delivered.
+type dropReason uint8
+
+const (
+	dropBound    dropReason = iota // a held session's ResumeFrames or ResumeBytes was full
+	dropEnded                      // the session had ended (or its grace did, unresumed)
+	dropHandover                   // a resume whose old edge handed nothing over
+	dropDispatch                   // the dispatchers' channel was full (the edge is overloaded)
+	numDropReasons
+)
+
+var dropNames = [numDropReasons]string{"resume_bound", "ended", "no_handover", "dispatch_full"}
 
 // closeReasonOf maps the close frames of fail to a reason.
 func closeReasonOf(cr closeReason) reason {
@@ -97,14 +124,20 @@ const (
 var loginNames = [numLoginResults]string{"accepted", "resumed", "taken", "invalid", "error"}
 
 // relayTypes are the protocol types the edge relays, for the relayed metric.
-var relayTypes = [...]protocol.Type{protocol.TypeOffer, protocol.TypeAnswer, protocol.TypeCandidate, protocol.TypeLeave}
+var relayTypes = [...]protocol.Type{protocol.TypeOffer, protocol.TypeAnswer, protocol.TypeCandidate, protocol.TypeLeave, protocol.TypeMessage}
 
 // stats are the edge's counters: plain atomics on the hot path, read by the
 // Prometheus collector and by Stats.
 type stats struct {
 	connections atomic.Int64 // open sockets
 	users       atomic.Int64 // logged-in sockets
-	relayed     [protocol.TypeLeave + 1]atomic.Uint64
+	held        atomic.Int64 // sessions held for a resume
+	relayed     [protocol.TypeUnwatch + 1]atomic.Uint64
+	kept        atomic.Uint64 // frames kept for held sessions
+	duplicates  atomic.Uint64 // frames that reached a resumed session twice (delivered once)
+	handedOver  atomic.Uint64 // sessions handed over to a resume on another connection
+	checks      atomic.Uint64 // users-bucket lookups of new targets
+	dropped     [numDropReasons]atomic.Uint64
 	errors      [numReasons]atomic.Uint64
 	logins      [numLoginResults]atomic.Uint64
 	latency     prometheus.Histogram // publish at the sender's edge to hand-off to the socket here
@@ -132,6 +165,10 @@ var (
 	descRelayed     = prometheus.NewDesc("signal_edge_messages_relayed_total", "Client messages published to their target, by type.", []string{"edge", "type"}, nil)
 	descErrors      = prometheus.NewDesc("signal_edge_errors_total", "Error frames sent and connections closed for cause, by reason.", []string{"edge", "reason"}, nil)
 	descLogins      = prometheus.NewDesc("signal_edge_logins_total", "Login attempts, by result.", []string{"edge", "result"}, nil)
+	descHeld        = prometheus.NewDesc("signal_edge_held_sessions", "Resumable sessions held after a drop, waiting for a resume.", []string{"edge"}, nil)
+	descKept        = prometheus.NewDesc("signal_edge_frames_kept_total", "Frames kept for held sessions.", []string{"edge"}, nil)
+	descDropped     = prometheus.NewDesc("signal_edge_frames_dropped_total", "Frames for a session that were not delivered (their senders are told), by reason.", []string{"edge", "reason"}, nil)
+	descDuplicates  = prometheus.NewDesc("signal_edge_frames_deduplicated_total", "Frames that reached a resumed session through both its old and new edge, delivered once.", []string{"edge"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -140,6 +177,10 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRelayed
 	ch <- descErrors
 	ch <- descLogins
+	ch <- descHeld
+	ch <- descKept
+	ch <- descDropped
+	ch <- descDuplicates
 	c.stats.latency.Describe(ch)
 }
 
@@ -156,6 +197,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for r := range numLoginResults {
 		ch <- prometheus.MustNewConstMetric(descLogins, prometheus.CounterValue, float64(s.logins[r].Load()), id, loginNames[r])
+	}
+	ch <- prometheus.MustNewConstMetric(descHeld, prometheus.GaugeValue, float64(s.held.Load()), id)
+	ch <- prometheus.MustNewConstMetric(descKept, prometheus.CounterValue, float64(s.kept.Load()), id)
+	ch <- prometheus.MustNewConstMetric(descDuplicates, prometheus.CounterValue, float64(s.duplicates.Load()), id)
+	for r := range numDropReasons {
+		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(s.dropped[r].Load()), id, dropNames[r])
 	}
 	s.latency.Collect(ch)
 }

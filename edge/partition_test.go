@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/natsrtc/signal/edge"
+	"github.com/natsrtc/signal/edge/stack"
 	"github.com/natsrtc/signal/registry"
 	"github.com/natsrtc/signal/services/client"
 	"github.com/natsrtc/signal/services/natsconn"
-	"github.com/natsrtc/signal/services/stack"
 )
 
 // proxy forwards TCP to target until cut; cut drops every connection and

@@ -48,7 +48,7 @@ func newPoller(e *Edge) (*poller, error) {
 const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
 
 // socket finds c's socket descriptor, so that c.fd is set before c is
-// published to the poller's goroutine (through e.byID, under e.mu). It fails
+// published to the poller's goroutine (through e.conns). It fails
 // for sockets that are not plain TCP (TLS keeps decrypted bytes the kernel
 // does not know about).
 func socket(c *conn) (int, error) {
@@ -152,10 +152,7 @@ func (p *poller) wait() {
 		}
 		for i := range n {
 			id := *(*uint64)(unsafe.Pointer(&events[i].Fd))
-			p.e.mu.RLock()
-			c := p.e.byID[id]
-			p.e.mu.RUnlock()
-			if c != nil {
+			if c := p.e.conns.get(id); c != nil {
 				go c.readReady()
 			}
 		}
@@ -198,10 +195,8 @@ func (g *stallGuard) Read(p []byte) (int, error) {
 	g.reads++
 	n, err := g.c.nc.Read(p)
 	if err != nil && !g.until.IsZero() && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(g.until) {
-		// Stalled in the middle of a frame: gone like a dead socket (not
-		// a drop whose session waits for a resume).
+		// Stalled in the middle of a frame: gone like a dead socket.
 		g.c.e.stats.errors[reasonDeadSocket].Add(1)
-		g.c.deliberate.Store(true)
 	}
 	return n, err
 }
@@ -253,10 +248,37 @@ func (c *conn) readReady() {
 func (c *conn) rearmLater() {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	if c.ended.Load() {
+	if c.torn.Load() {
 		return
 	}
 	if err := c.e.poll.rearm(c); err != nil {
 		c.teardown()
 	}
+}
+
+// sentSoFar is how many bytes have been written to c's socket: those the
+// peer acknowledged and those still in the send queue.
+func sentSoFar(c *conn) uint64 {
+	var n uint64
+	_ = c.raw.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			n = info.Bytes_acked
+		}
+		if q, err := unix.IoctlGetInt(int(fd), unix.SIOCOUTQ); err == nil && q > 0 {
+			n += uint64(q)
+		}
+	})
+	return n
+}
+
+// ackedSoFar is how many bytes written to c's socket the peer's TCP stack
+// has acknowledged.
+func ackedSoFar(c *conn) uint64 {
+	var n uint64
+	_ = c.raw.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			n = info.Bytes_acked
+		}
+	})
+	return n
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/natsrtc/signal/cmd/internal/run"
 	"github.com/natsrtc/signal/services/cli"
 	"github.com/natsrtc/signal/services/metrics"
+	"github.com/natsrtc/signal/services/wire"
 )
 
 func main() {
@@ -49,7 +50,8 @@ func mainErr() error {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 
-	nc, err := run.Connect(ctx, *natsURL, "edge", auth, log)
+	id, instance := ef.Identity()
+	nc, err := run.Connect(ctx, *natsURL, wire.EdgeConnName(id, instance), auth, log)
 	if err != nil {
 		return err
 	}
@@ -58,7 +60,7 @@ func mainErr() error {
 		nc.Close()
 		return err
 	}
-	cfg, err := ef.Config(nc, log)
+	cfg, err := ef.Config(nc, id, instance, log)
 	if err == nil {
 		err = sf.Apply(&cfg)
 	}

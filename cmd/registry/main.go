@@ -31,7 +31,7 @@ func main() {
 func mainErr() error {
 	fs := flag.NewFlagSet("registry", flag.ExitOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: registry [flags]\n\nKeeps usernames unique across the signaling cluster (JetStream KV bucket \"users\").\nEvery flag can also be set by the environment variable named in its description.\n\n")
+		fmt.Fprintf(fs.Output(), "Usage: registry [flags]\n\nKeeps usernames and rooms across the signaling cluster (JetStream KV buckets \"users\" and \"rooms\"), and publishes lifecycle events (stream SIGNAL_EVENTS).\nEvery flag can also be set by the environment variable named in its description.\n\n")
 		fs.PrintDefaults()
 	}
 	natsURL := cli.NATS(fs)
@@ -56,7 +56,7 @@ func mainErr() error {
 	var reg *registry.Registry
 	for {
 		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
-		reg, err = registry.New(actx, rf.Config(nc, log))
+		reg, err = registry.New(actx, rf.Config(nc, log, nil))
 		acancel()
 		if err == nil {
 			break

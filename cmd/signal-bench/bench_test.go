@@ -15,7 +15,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
-	"github.com/natsrtc/signal/services/stack"
+	"github.com/natsrtc/signal/edge/stack"
 )
 
 // runJSON runs the tool with args and decodes its JSON line.

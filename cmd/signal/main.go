@@ -27,6 +27,7 @@ import (
 	"github.com/natsrtc/signal/services/embed"
 	"github.com/natsrtc/signal/services/metrics"
 	"github.com/natsrtc/signal/services/natsconn"
+	"github.com/natsrtc/signal/services/wire"
 )
 
 func main() {
@@ -79,7 +80,7 @@ func mainErr() error {
 	if err != nil {
 		return err
 	}
-	reg, err := registry.New(ctx, rf.Config(rnc, log))
+	reg, err := registry.New(ctx, rf.Config(rnc, log, ef.MaxRoom))
 	if err != nil {
 		rnc.Close()
 		return err
@@ -88,7 +89,8 @@ func mainErr() error {
 		return errors.Join(reg.Stop(), natsconn.Drain(ctx, rnc))
 	}
 
-	enc, err := run.Connect(ctx, url, "edge", nil, log, nats.InProcessServer(ns))
+	id, instance := ef.Identity()
+	enc, err := run.Connect(ctx, url, wire.EdgeConnName(id, instance), nil, log, nats.InProcessServer(ns))
 	if err != nil {
 		return errors.Join(err, stopRegistry(context.Background()))
 	}
@@ -97,7 +99,7 @@ func mainErr() error {
 		enc.Close()
 		return errors.Join(err, stopRegistry(context.Background()))
 	}
-	cfg, err := ef.Config(enc, log)
+	cfg, err := ef.Config(enc, id, instance, log)
 	if err == nil {
 		err = sf.Apply(&cfg)
 	}

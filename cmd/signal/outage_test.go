@@ -122,7 +122,7 @@ func TestNATSRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	m, err := c.Recv(ctx)
 	cancel()
-	if err != nil || m.Type != "error" {
+	if err != nil || m.Type != "login" || m.Success || !strings.Contains(m.Message, "unavailable") {
 		t.Fatalf("login during the outage: %s %v", m.Raw, err)
 	}
 

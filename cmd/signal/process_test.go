@@ -63,7 +63,8 @@ func dial(t *testing.T, url, name string) *client.Client {
 	return c
 }
 
-func expect(t *testing.T, c *client.Client, want string) {
+// recvMsg receives one message within 10 s.
+func recvMsg(t *testing.T, c *client.Client) client.Message {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -71,7 +72,12 @@ func expect(t *testing.T, c *client.Client, want string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(m.Raw) != want {
+	return m
+}
+
+func expect(t *testing.T, c *client.Client, want string) {
+	t.Helper()
+	if m := recvMsg(t, c); string(m.Raw) != want {
 		t.Fatalf("got %s, want %s", m.Raw, want)
 	}
 }
@@ -105,7 +111,7 @@ func TestBinaries(t *testing.T) {
 
 	taken := dial(t, url2, "")
 	_ = taken.SendRaw([]byte(`{"type":"login","name":"alice"}`))
-	expect(t, taken, `{"type":"login","success":false}`)
+	expect(t, taken, `{"type":"login","success":false,"message":"name is taken"}`)
 
 	_ = a.SendRaw([]byte(`{"type":"offer","name":"bob","offer":{"type":"offer","sdp":"v=0"}}`))
 	expect(t, b, `{"type":"offer","offer":{"type":"offer","sdp":"v=0"},"name":"alice"}`)

@@ -235,6 +235,11 @@ func TestDeployFiles(t *testing.T) {
 		}
 		env := asMap(asMap(values["container"])["env"])
 		for acc := range wantAcc {
+			for _, k := range []string{"imports", "exports"} {
+				if g, w := normalize(asMap(gotAcc[acc])[k]), normalize(asMap(wantAcc[acc])[k]); !reflect.DeepEqual(g, w) {
+					t.Errorf("account %s: %s differ:\nnats-values:   %v\naccounts.conf: %v", acc, k, g, w)
+				}
+			}
 			gotUsers, wantUsers := usersOf(gotAcc[acc]), usersOf(wantAcc[acc])
 			if !reflect.DeepEqual(sortedKeys(gotUsers), sortedKeys(wantUsers)) {
 				t.Errorf("account %s: nats-values users %v, accounts.conf %v", acc, sortedKeys(gotUsers), sortedKeys(wantUsers))

@@ -22,7 +22,7 @@ import (
 	"github.com/natsrtc/signal/edge"
 	"github.com/natsrtc/signal/services/client"
 	"github.com/natsrtc/signal/services/proctest"
-	"github.com/natsrtc/signal/services/stack"
+	"github.com/natsrtc/signal/edge/stack"
 )
 
 // Browser tests drive the demo page (edge/web) in headless Chromium: Debian's

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/natsrtc/signal/services/stack"
+	"github.com/natsrtc/signal/edge/stack"
 )
 
 // The demo page and the WebSocket share the edge's port: a request without

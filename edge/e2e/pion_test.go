@@ -14,7 +14,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/natsrtc/signal/services/client"
-	"github.com/natsrtc/signal/services/stack"
+	"github.com/natsrtc/signal/edge/stack"
 )
 
 // A WebRTC call between two pion peers, each signaling through its own edge:

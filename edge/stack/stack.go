@@ -1,6 +1,12 @@
 // Package stack runs the whole signaling system in-process for tests and
-// tools: a real NATS server with JetStream, the registry, and any number of
-// edges on random loopback ports, each service on its own NATS connection.
+// tools: a real NATS server with JetStream (the accounts of package embed,
+// so that the registry hears of disconnects), the registry, and any number
+// of edges on random loopback ports, each service on its own NATS
+// connection, named as the binaries name theirs.
+//
+// It assembles edge and registry, so it sits above both (under edge/ for
+// want of a top-level place); neither imports it, and it is for this
+// module's tests and tools, not for other modules.
 package stack
 
 import (
@@ -18,6 +24,7 @@ import (
 	"github.com/natsrtc/signal/registry"
 	"github.com/natsrtc/signal/services/natsconn"
 	"github.com/natsrtc/signal/services/natstest"
+	"github.com/natsrtc/signal/services/wire"
 )
 
 // Options of a Stack. Zero values select the defaults beside them.
@@ -101,7 +108,8 @@ func (s *Stack) AddEdge(id string) *Edge {
 		s.t.Fatal(err)
 	}
 	cfg := s.opts.Edge
-	cfg.NC = s.Conn(id)
+	cfg.Instance = fmt.Sprintf("%s-%d", id, len(s.Edges)+1)
+	cfg.NC = s.Conn(wire.EdgeConnName(id, cfg.Instance))
 	cfg.ID = id
 	cfg.Listen = ln.Addr().String()
 	cfg.Logger = s.opts.Logger

@@ -314,7 +314,10 @@
 
   function sendLogin(name, auto, tries = 0) {
     loginPending = { name, auto, tries };
-    const msg = { type: 'login', name };
+    // Resumable: a dropped connection's session (and call) is held for
+    // the edge's grace period, frames for it kept, so that this page can
+    // take it back with the token of the reply.
+    const msg = { type: 'login', name, resumable: true };
     if (auto && resumeToken && resumeName === name) msg.resume = resumeToken;
     log(`logging in as ${name}${auto ? ` (again, after reconnecting${msg.resume ? ', with the resume token' : ''})` : ''}`);
     send(msg);

@@ -27,8 +27,10 @@ import (
 	"github.com/natsrtc/signal/edge"
 	"github.com/natsrtc/signal/registry"
 	"github.com/natsrtc/signal/services/cli"
+	"github.com/natsrtc/signal/services/events"
 	"github.com/natsrtc/signal/services/metrics"
 	"github.com/natsrtc/signal/services/natsconn"
+	"github.com/natsrtc/signal/services/subject"
 )
 
 // DefaultListen is where edges accept WebSocket clients.
@@ -100,6 +102,11 @@ type EdgeFlags struct {
 	PingAfter       *time.Duration
 	PongTimeout     *time.Duration
 	ResumeGrace     *time.Duration
+	ResumeFrames    *int
+	ResumeBytes     *int
+	MaxRooms        *int
+	MaxRoom         *int
+	MaxWatch        *int
 	Origins         *string
 	MaxConns        *int
 	MaxConnsPerIP   *int
@@ -125,7 +132,12 @@ func AddEdgeFlags(fs *flag.FlagSet) *EdgeFlags {
 		Heartbeat:       cli.Duration(fs, "heartbeat", "SIGNAL_HEARTBEAT", edge.DefaultHeartbeat, "how often the edge refreshes its lease (keep well under the registry's -lease)"),
 		PingAfter:       cli.Duration(fs, "ping-after", "SIGNAL_PING_AFTER", edge.DefaultPingAfter, "ping a client after this long without a frame from it"),
 		PongTimeout:     cli.Duration(fs, "pong-timeout", "SIGNAL_PONG_TIMEOUT", edge.DefaultPongTimeout, "disconnect a pinged client still silent after this long"),
-		ResumeGrace:     cli.Duration(fs, "resume-grace", "SIGNAL_RESUME_GRACE", edge.DefaultResumeGrace, "how long a dropped connection's name stays held for a resume (negative: release at once)"),
+		ResumeGrace:     cli.Duration(fs, "resume-grace", "SIGNAL_RESUME_GRACE", edge.DefaultResumeGrace, "how long a resumable session (login with \"resumable\":true) whose connection dropped is held for its client to resume it (negative: never hold)"),
+		ResumeFrames:    cli.Int(fs, "resume-frames", "SIGNAL_RESUME_FRAMES", edge.DefaultResumeFrames, "frames kept for one held session; beyond, their senders are told the user is not online"),
+		ResumeBytes:     cli.Int(fs, "resume-bytes", "SIGNAL_RESUME_BYTES", edge.DefaultResumeBytes, "bytes kept for one held session (at most 524288)"),
+		MaxRooms:        cli.Int(fs, "max-rooms", "SIGNAL_MAX_ROOMS", edge.DefaultMaxRooms, "rooms one connection may be in"),
+		MaxRoom:         cli.Int(fs, "max-room", "SIGNAL_MAX_ROOM", edge.DefaultMaxRoom, "members of a room (the registry's -max-room applies too; the smaller wins)"),
+		MaxWatch:        cli.Int(fs, "max-watch", "SIGNAL_MAX_WATCH", edge.DefaultMaxWatch, "names one connection may watch for presence"),
 		Origins:         cli.String(fs, "origins", "SIGNAL_ORIGINS", "", "browser origins allowed to connect, comma separated (scheme://host[:port]; * for any); default: localhost pages and pages served by this host"),
 		MaxConns:        cli.Int(fs, "max-conns", "SIGNAL_MAX_CONNS", edge.DefaultMaxConns, "connections per edge (negative: no limit)"),
 		MaxConnsPerIP:   cli.Int(fs, "max-conns-per-ip", "SIGNAL_MAX_CONNS_PER_IP", edge.DefaultMaxConnsPerIP, "connections per client address (negative: no limit)"),
@@ -139,12 +151,22 @@ func AddEdgeFlags(fs *flag.FlagSet) *EdgeFlags {
 	}
 }
 
-// Config builds the edge configuration.
-func (f *EdgeFlags) Config(nc *nats.Conn, log *slog.Logger) (edge.Config, error) {
-	id := *f.ID
+// Identity returns the edge's id (-id, or DefaultEdgeID) and a new random
+// instance id: the name of the edge's NATS connection is
+// wire.EdgeConnName(id, instance), so that the registry recognises its
+// disconnect event.
+func (f *EdgeFlags) Identity() (id, instance string) {
+	id = *f.ID
 	if id == "" {
 		id = DefaultEdgeID()
 	}
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return id, hex.EncodeToString(b)
+}
+
+// Config builds the edge configuration for the edge id and instance.
+func (f *EdgeFlags) Config(nc *nats.Conn, id, instance string, log *slog.Logger) (edge.Config, error) {
 	var proxies []netip.Prefix
 	for _, p := range splitList(*f.TrustedProxies) {
 		pfx, err := netip.ParsePrefix(p)
@@ -168,6 +190,7 @@ func (f *EdgeFlags) Config(nc *nats.Conn, log *slog.Logger) (edge.Config, error)
 		MaxCandidates:   *f.MaxCandidates,
 		NC:              nc,
 		ID:              id,
+		Instance:        instance,
 		Listen:          *f.Listen,
 		MaxFrameSize:    *f.MaxFrame,
 		WriteQueue:      *f.WriteQueue,
@@ -178,6 +201,11 @@ func (f *EdgeFlags) Config(nc *nats.Conn, log *slog.Logger) (edge.Config, error)
 		PingAfter:       *f.PingAfter,
 		PongTimeout:     *f.PongTimeout,
 		ResumeGrace:     *f.ResumeGrace,
+		ResumeFrames:    *f.ResumeFrames,
+		ResumeBytes:     *f.ResumeBytes,
+		MaxRooms:        *f.MaxRooms,
+		MaxRoom:         *f.MaxRoom,
+		MaxWatch:        *f.MaxWatch,
 		Logger:          log,
 	}, nil
 }
@@ -244,23 +272,52 @@ func ValidID(id string) error {
 
 // RegistryFlags are the flags of a registry.
 type RegistryFlags struct {
-	Replicas *int
-	Workers  *int
-	Lease    *time.Duration
+	Replicas         *int
+	Cluster          *string
+	Workers          *int
+	Lease            *time.Duration
+	MaxRoom          *int
+	EventsMaxAge     *time.Duration
+	EventsMaxBytes   *int64
+	DisconnectEvents *string
+	DisconnectGrace  *time.Duration
 }
 
-// AddRegistryFlags defines the registry's flags on fs.
+// AddRegistryFlags defines the registry's flags on fs. With the edge's
+// flags on the same set (signal), -max-room is the edge's flag and is
+// passed to both.
 func AddRegistryFlags(fs *flag.FlagSet, defReplicas int) *RegistryFlags {
-	return &RegistryFlags{
-		Replicas: cli.Int(fs, "replicas", "SIGNAL_KV_REPLICAS", defReplicas, "replicas of the KV buckets when the registry creates them (3 in a NATS cluster)"),
-		Workers:  cli.Int(fs, "workers", "SIGNAL_REGISTRY_WORKERS", registry.DefaultWorkers, "registry requests served at once"),
-		Lease:    cli.Duration(fs, "lease", "SIGNAL_LEASE", registry.DefaultLease, "release every name of an edge that has not heartbeaten for this long"),
+	f := &RegistryFlags{
+		Replicas:         cli.Int(fs, "replicas", "SIGNAL_KV_REPLICAS", defReplicas, "replicas of the KV buckets and the events stream when the registry creates them (3 in a NATS cluster)"),
+		Cluster:          cli.String(fs, "kv-cluster", "SIGNAL_KV_CLUSTER", "", "NATS cluster to place the buckets and the events stream in (the home cluster of a super-cluster; default: anywhere)"),
+		Workers:          cli.Int(fs, "workers", "SIGNAL_REGISTRY_WORKERS", registry.DefaultWorkers, "registry requests served at once"),
+		Lease:            cli.Duration(fs, "lease", "SIGNAL_LEASE", registry.DefaultLease, "release every name of an edge that has not heartbeaten for this long"),
+		EventsMaxAge:     cli.Duration(fs, "events-max-age", "SIGNAL_EVENTS_MAX_AGE", events.DefaultMaxAge, "keep lifecycle events in the SIGNAL_EVENTS stream this long"),
+		EventsMaxBytes:   cli.Int64(fs, "events-max-bytes", "SIGNAL_EVENTS_MAX_BYTES", events.DefaultMaxBytes, "bound the SIGNAL_EVENTS stream in bytes, oldest first (negative: no bound)"),
+		DisconnectEvents: cli.String(fs, "disconnect-events", "SIGNAL_DISCONNECT_EVENTS", subject.DisconnectEvents, "subject of the NATS server's client disconnect events, as the account imports them (- for none: then only -lease notices a dead edge)"),
+		DisconnectGrace:  cli.Duration(fs, "disconnect-grace", "SIGNAL_DISCONNECT_GRACE", registry.DefaultDisconnectGrace, "how long an edge whose NATS connection closed has to show it lives before its names are released"),
 	}
+	if fs.Lookup("max-room") == nil {
+		f.MaxRoom = cli.Int(fs, "max-room", "SIGNAL_MAX_ROOM", registry.DefaultMaxRoom, "members of a room")
+	}
+	return f
 }
 
-// Config builds the registry configuration.
-func (f *RegistryFlags) Config(nc *nats.Conn, log *slog.Logger) registry.Config {
-	return registry.Config{NC: nc, Replicas: *f.Replicas, Workers: *f.Workers, Lease: *f.Lease, Logger: log}
+// Config builds the registry configuration. maxRoom, when not nil, is the
+// -max-room of the edge flags on the same set.
+func (f *RegistryFlags) Config(nc *nats.Conn, log *slog.Logger, maxRoom *int) registry.Config {
+	if f.MaxRoom != nil {
+		maxRoom = f.MaxRoom
+	}
+	cfg := registry.Config{
+		NC: nc, Replicas: *f.Replicas, Cluster: *f.Cluster, Workers: *f.Workers, Lease: *f.Lease,
+		EventsMaxAge: *f.EventsMaxAge, EventsMaxBytes: *f.EventsMaxBytes,
+		DisconnectEvents: *f.DisconnectEvents, DisconnectGrace: *f.DisconnectGrace, Logger: log,
+	}
+	if maxRoom != nil {
+		cfg.MaxRoom = *maxRoom
+	}
+	return cfg
 }
 
 // Connect connects to NATS for one service and waits, within ctx, until the

@@ -1,0 +1,151 @@
+package edge
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/natsrtc/signal/services/names"
+	"github.com/natsrtc/signal/services/subject"
+)
+
+// Frames in from NATS: the user and room subscriptions deliver to the
+// dispatchers' channels (one goroutine per CPU, a session always on the
+// same one, so its frames stay in order), which hand each frame to its
+// session (session.deliver): to the socket, or kept, or refused.
+
+// dispatch delivers the messages on msgs until the channel is closed
+// (Shutdown, after every subscription that feeds it is gone). It never
+// blocks on a socket: enqueue is bounded and non-blocking.
+func (e *Edge) dispatch(msgs <-chan *nats.Msg) {
+	defer e.dispWG.Done()
+	for m := range msgs {
+		e.deliver(m)
+	}
+}
+
+// deliver hands one message of a user or room subscription to its
+// session(s).
+func (e *Edge) deliver(m *nats.Msg) {
+	if m.Sub == nil {
+		// A mark (resume.go): every message queued before it is delivered.
+		if done, ok := e.marks.LoadAndDelete(m); ok {
+			close(done.(chan struct{}))
+		}
+		return
+	}
+	if s := e.sessions.bySubscription(m.Sub); s != nil {
+		if sent := m.Header[subject.HeaderSent]; len(sent) == 1 {
+			if ns, err := strconv.ParseInt(sent[0], 10, 64); err == nil {
+				e.stats.latency.Observe(time.Duration(time.Now().UnixNano() - ns).Seconds())
+			}
+		}
+		s.deliver(frameOf(m), false)
+		return
+	}
+	if r := e.rooms.bySubscription(m.Sub); r != nil {
+		r.deliver(frameOf(m))
+		return
+	}
+	// Not (or no longer) subscribed here: the session ended.
+	e.stats.dropped[dropEnded].Add(1)
+	e.refuse(m.Reply)
+}
+
+// mark returns once the dispatcher ch has delivered everything queued in it
+// before now, or the edge is stopping.
+func (e *Edge) mark(ch chan *nats.Msg) {
+	m := &nats.Msg{}
+	done := make(chan struct{})
+	e.marks.Store(m, done)
+	select {
+	case ch <- m:
+	case <-e.stop:
+		e.marks.Delete(m)
+		return
+	}
+	select {
+	case <-done:
+	case <-e.stop:
+	}
+}
+
+// refuse tells the sender of a relayed frame (through its reply subject)
+// that the target is not online, because its edge could not keep the
+// frame. The sender's edge turns that into an error frame (onReply).
+func (e *Edge) refuse(reply string) {
+	if reply == "" || !strings.HasPrefix(reply, "_INBOX.") {
+		return
+	}
+	m := nats.Msg{Subject: reply, Header: nats.Header{subject.HeaderRefused: {subject.RefusedNotOnline}}}
+	_ = e.nc.PublishMsg(&m)
+}
+
+// onReply turns NATS's "no responders" status for a relayed frame, or a
+// refusal from the target's edge, into an error frame for its sender.
+func (e *Edge) onReply(m *nats.Msg) {
+	if m.Header.Get("Status") != "503" && m.Header.Get(subject.HeaderRefused) == "" {
+		return
+	}
+	rest := strings.TrimPrefix(m.Subject, e.nrPrefix)
+	idStr, tok, ok := strings.Cut(rest, ".")
+	if !ok {
+		return
+	}
+	id, err := strconv.ParseUint(idStr, 10, 64)
+	if err != nil {
+		return
+	}
+	name, err := names.Decode(tok)
+	if err != nil {
+		return
+	}
+	c := e.conns.get(id)
+	if c == nil {
+		return
+	}
+	c.smu.Lock()
+	s := c.sess
+	c.smu.Unlock()
+	if s != nil {
+		s.removePeer(tok)
+	}
+	c.notOnline(tok, name, false)
+}
+
+// onAsyncError is the NATS connection's error handler while the edge runs
+// (it calls the one it replaced too). A subscription whose dispatcher
+// channel was full lost frames inside nats.go, which cannot say whose: the
+// loss is counted, and a session that lost frames ends (1011), so that its
+// peers get leave rather than a call that silently misses its candidates.
+func (e *Edge) onAsyncError(prev nats.ErrHandler) nats.ErrHandler {
+	return func(nc *nats.Conn, sub *nats.Subscription, err error) {
+		if sub != nil && errors.Is(err, nats.ErrSlowConsumer) {
+			e.slowConsumer(sub)
+		}
+		if prev != nil {
+			prev(nc, sub, err)
+		}
+	}
+}
+
+func (e *Edge) slowConsumer(sub *nats.Subscription) {
+	n, _ := sub.Dropped()
+	e.stats.dropped[dropDispatch].Add(uint64(max(n, 1)))
+	e.stats.errors[reasonDispatchFull].Add(1)
+	s := e.sessions.bySubscription(sub)
+	if s == nil {
+		e.log.Warn("room frames lost: the edge's delivery queue was full", "subject", sub.Subject)
+		return
+	}
+	e.log.Warn("frames for a session lost: the edge's delivery queue was full; closing it", "subject", sub.Subject)
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c != nil {
+		c.fail(closeOverloaded)
+	}
+}

@@ -1,0 +1,96 @@
+package edge
+
+import (
+	"errors"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+
+	"github.com/natsrtc/signal/services/protocol"
+)
+
+// Messages of the error frames the edge sends. Where the tutorial's server
+// stays silent (a target that is not online, a message before login) this
+// one says why.
+const (
+	errNotLoggedIn   = "not logged in: send login first"
+	errNoTarget      = `missing "name": the user to send to`
+	errBusDown       = "signaling is unavailable (no connection to NATS); try again"
+	errInvalidTarget = "invalid name: "
+)
+
+// framePool holds parsed frames: a Frame carries parser scratch space that
+// an idle connection should not hold.
+var framePool = sync.Pool{New: func() any { return new(protocol.Frame) }}
+
+// message handles one complete client message; false ends the read loop.
+func (c *conn) message(op ws.OpCode, data []byte) bool {
+	if c.revoked.Load() {
+		return true // closing: its name is gone, it speaks for nobody
+	}
+	if drop, ok := c.limited(); drop {
+		return ok
+	}
+	if op == ws.OpBinary {
+		c.sendError(reasonBinary, "binary frames are not supported: send JSON text frames")
+		return true
+	}
+	if !utf8.Valid(data) {
+		c.fail(closeInvalidUTF8)
+		return false
+	}
+	f := framePool.Get().(*protocol.Frame)
+	defer framePool.Put(f)
+	if err := protocol.Parse(data, f); err != nil {
+		switch {
+		case errors.Is(err, protocol.ErrInvalidJSON):
+			c.sendError(reasonInvalidJSON, "Invalid JSON")
+		case errors.Is(err, protocol.ErrNotObject):
+			c.sendError(reasonBadFrame, "Invalid message: not a JSON object")
+		case errors.Is(err, protocol.ErrMissingType):
+			c.sendError(reasonBadFrame, "Command not found: missing type")
+		default:
+			c.sendError(reasonBadFrame, "Command not found: type is not a string")
+		}
+		return true
+	}
+	switch f.Type {
+	case protocol.TypeLogin:
+		c.login(f, data)
+		return true
+	case protocol.TypeUnknown:
+		c.sendError(reasonBadFrame, "Command not found: "+string(f.RawType))
+		return true
+	}
+	s := c.sess
+	if s == nil {
+		c.sendError(reasonNotLoggedIn, errNotLoggedIn)
+		return true
+	}
+	switch f.Type {
+	case protocol.TypeOffer, protocol.TypeAnswer, protocol.TypeCandidate, protocol.TypeLeave:
+		c.relay(s, f)
+	case protocol.TypeMessage:
+		if f.HasRoom {
+			c.roomMessage(s, f)
+		} else {
+			c.relay(s, f)
+		}
+	case protocol.TypeJoin:
+		c.join(s, f)
+	case protocol.TypePart:
+		c.part(s, f)
+	case protocol.TypeWatch:
+		c.watch(s, f, true)
+	case protocol.TypeUnwatch:
+		c.watch(s, f, false)
+	}
+	return true
+}
+
+// sendError queues an error frame for this client.
+func (c *conn) sendError(r reason, msg string) {
+	c.e.stats.errors[r].Add(1)
+	c.enqueue(ws.OpText, protocol.AppendError(nil, msg))
+}

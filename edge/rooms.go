@@ -1,0 +1,271 @@
+package edge
+
+import (
+	"hash/maphash"
+	"strconv"
+	"sync"
+
+	"github.com/gobwas/ws"
+	"github.com/nats-io/nats.go"
+
+	"github.com/natsrtc/signal/services/names"
+	"github.com/natsrtc/signal/services/protocol"
+	"github.com/natsrtc/signal/services/subject"
+	"github.com/natsrtc/signal/services/wire"
+)
+
+// Rooms: membership is the registry's (KV "rooms", exact limit); an edge
+// subscribes "room.<token>" while it has members of the room, and delivers
+// what comes there (joined, parted, room messages) to each local member but
+// the sender. Room names follow the name rules and go through the name
+// token encoding, so a room called "*" or "room.>" is a plain token.
+
+// join handles {"type":"join","room":R}.
+func (c *conn) join(s *session, f *protocol.Frame) {
+	e := c.e
+	room, rt, ok := c.roomOf(f, "join")
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	_, member := s.rooms[rt]
+	n := len(s.rooms)
+	s.mu.Unlock()
+	switch {
+	case member:
+		c.roomReply("join", false, f.Room, wire.ReasonMember)
+		return
+	case n >= e.cfg.MaxRooms:
+		e.stats.errors[reasonRoomLimit].Add(1)
+		c.roomReply("join", false, f.Room, "too many rooms (limit "+strconv.Itoa(e.cfg.MaxRooms)+" per connection, -max-rooms)")
+		return
+	}
+	// Subscribe before the registry adds the member: what the other
+	// members send once they know is not missed.
+	if err := e.rooms.join(rt, s); err != nil {
+		c.roomReply("join", false, f.Room, errBusDown)
+		return
+	}
+	ctx, cancel := e.reqCtx()
+	var rep wire.JoinReply
+	err := e.call(ctx, subject.RegistryJoin, wire.JoinRequest{Room: room, Name: s.name, Edge: e.cfg.ID, Session: s.id, Max: e.cfg.MaxRoom}, &rep)
+	cancel()
+	if err != nil || !rep.OK {
+		e.rooms.leave(rt, s)
+		switch {
+		case err != nil:
+			c.roomReply("join", false, f.Room, "join failed: "+err.Error()+"; try again")
+		case rep.Reason == wire.ReasonFull:
+			e.stats.errors[reasonRoomFull].Add(1)
+			c.roomReply("join", false, f.Room, "room is full (limit "+strconv.Itoa(e.cfg.MaxRoom)+" members, -max-room)")
+		default:
+			c.roomReply("join", false, f.Room, rep.Reason)
+		}
+		return
+	}
+	s.mu.Lock()
+	if s.rooms == nil {
+		s.rooms = make(map[string]string)
+	}
+	s.rooms[rt] = room
+	s.mu.Unlock()
+	if rep.Users == nil {
+		rep.Users = []string{}
+	}
+	c.enqueue(ws.OpText, protocol.AppendJoinOK(nil, f.Room, rep.Users))
+}
+
+// part handles {"type":"part","room":R}.
+func (c *conn) part(s *session, f *protocol.Frame) {
+	e := c.e
+	room, rt, ok := c.roomOf(f, "part")
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	_, member := s.rooms[rt]
+	s.mu.Unlock()
+	if !member {
+		c.roomReply("part", false, f.Room, wire.ReasonNoMember)
+		return
+	}
+	ctx, cancel := e.reqCtx()
+	var rep wire.PartReply
+	err := e.call(ctx, subject.RegistryPart, wire.PartRequest{Room: room, Name: s.name, Session: s.id}, &rep)
+	cancel()
+	if err != nil {
+		c.roomReply("part", false, f.Room, "part failed: "+err.Error()+"; try again")
+		return
+	}
+	s.mu.Lock()
+	delete(s.rooms, rt)
+	s.mu.Unlock()
+	e.rooms.leave(rt, s)
+	c.roomReply("part", true, f.Room, "")
+}
+
+// roomMessage handles {"type":"message","room":R,"data":X}: every other
+// member gets {"type":"message","room":R,"name":SENDER,"data":X}.
+func (c *conn) roomMessage(s *session, f *protocol.Frame) {
+	e := c.e
+	if !f.RoomIsString {
+		c.sendError(reasonBadRoom, `missing "room": the room to send to`)
+		return
+	}
+	rt := names.Token(string(f.Room))
+	s.mu.Lock()
+	_, member := s.rooms[rt]
+	s.mu.Unlock()
+	if !member {
+		c.sendError(reasonBadRoom, `not a member of room "`+string(f.Room)+`": join it first`)
+		return
+	}
+	if f.Payload == nil {
+		c.sendError(reasonMissingPayload, `missing "data"`)
+		return
+	}
+	if !e.nc.IsConnected() {
+		c.sendError(reasonBusDown, errBusDown)
+		return
+	}
+	p := c.sender(s)
+	p.stamp(s)
+	bp := readBufs.Get().(*[]byte)
+	out := protocol.AppendRoomMessage((*bp)[:0], f.Room, s.nameBytes(), f.Payload)
+	pub := nats.Msg{Subject: subject.Room(rt), Header: p.hdr, Data: out}
+	if err := e.nc.PublishMsg(&pub); err != nil {
+		c.sendError(reasonBusDown, errBusDown)
+	} else {
+		e.stats.relayed[protocol.TypeMessage].Add(1)
+	}
+	if cap(out) <= 64<<10 {
+		*bp = out[:0]
+		readBufs.Put(bp)
+	}
+}
+
+// roomOf validates the room of a join or part; false when the client has
+// been answered.
+func (c *conn) roomOf(f *protocol.Frame, typ string) (room, tok string, ok bool) {
+	if !f.RoomIsString {
+		c.e.stats.errors[reasonBadRoom].Add(1)
+		c.roomReply(typ, false, f.Room, `missing "room": the room to `+typ)
+		return "", "", false
+	}
+	if err := names.CheckBytes(f.Room); err != nil {
+		c.e.stats.errors[reasonBadRoom].Add(1)
+		c.roomReply(typ, false, f.Room, "invalid room: "+err.Error())
+		return "", "", false
+	}
+	room = string(f.Room)
+	return room, names.Token(room), true
+}
+
+func (c *conn) roomReply(typ string, ok bool, room []byte, msg string) {
+	c.enqueue(ws.OpText, protocol.AppendRoomReply(nil, typ, ok, room, msg))
+}
+
+// localRoom is a room with members on this edge.
+type localRoom struct {
+	tok     string
+	sub     *nats.Subscription
+	mu      sync.Mutex
+	members map[*session]struct{}
+}
+
+// deliver hands a room frame to every local member but its sender.
+func (r *localRoom) deliver(f keptFrame) {
+	r.mu.Lock()
+	members := make([]*session, 0, len(r.members))
+	for s := range r.members {
+		if s.token != f.from {
+			members = append(members, s)
+		}
+	}
+	r.mu.Unlock()
+	for _, s := range members {
+		s.deliver(f, true)
+	}
+}
+
+// roomTable holds the rooms with local members.
+type roomTable struct {
+	e      *Edge
+	mu     sync.Mutex
+	rooms  map[string]*localRoom
+	bySub  sync.Map // *nats.Subscription -> *localRoom
+	seed   maphash.Seed
+	closed bool
+}
+
+func (t *roomTable) init(e *Edge) {
+	t.e = e
+	t.rooms = make(map[string]*localRoom)
+	t.seed = maphash.MakeSeed()
+}
+
+// join adds s to the local members of rt, subscribing the room if it is
+// new here.
+func (t *roomTable) join(rt string, s *session) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return errStopping
+	}
+	r := t.rooms[rt]
+	if r == nil {
+		r = &localRoom{tok: rt, members: make(map[*session]struct{})}
+		// A room's frames go through one dispatcher, in order.
+		ch := t.e.msgs[maphash.String(t.seed, rt)%uint64(len(t.e.msgs))]
+		sub, err := t.e.nc.ChanSubscribe(subject.Room(rt), ch)
+		if err != nil {
+			return err
+		}
+		r.sub = sub
+		t.rooms[rt] = r
+		t.bySub.Store(sub, r)
+	}
+	r.mu.Lock()
+	r.members[s] = struct{}{}
+	r.mu.Unlock()
+	return nil
+}
+
+// leave removes s from rt's local members, unsubscribing the room when it
+// has none left.
+func (t *roomTable) leave(rt string, s *session) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.rooms[rt]
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	delete(r.members, s)
+	empty := len(r.members) == 0
+	r.mu.Unlock()
+	if empty {
+		_ = r.sub.Unsubscribe()
+		t.bySub.Delete(r.sub)
+		delete(t.rooms, rt)
+	}
+}
+
+func (t *roomTable) bySubscription(sub *nats.Subscription) *localRoom {
+	r, _ := t.bySub.Load(sub)
+	lr, _ := r.(*localRoom)
+	return lr
+}
+
+// unsubscribeAll ends every room subscription and refuses new ones (at
+// shutdown, before the dispatchers' channels close).
+func (t *roomTable) unsubscribeAll() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
+	for rt, r := range t.rooms {
+		_ = r.sub.Unsubscribe()
+		t.bySub.Delete(r.sub)
+		delete(t.rooms, rt)
+	}
+}
