@@ -20,9 +20,9 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/natsrtc/signal/edge"
+	"github.com/natsrtc/signal/edge/stack"
 	"github.com/natsrtc/signal/services/client"
 	"github.com/natsrtc/signal/services/proctest"
-	"github.com/natsrtc/signal/edge/stack"
 )
 
 // Browser tests drive the demo page (edge/web) in headless Chromium: Debian's

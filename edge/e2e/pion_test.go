@@ -13,8 +13,8 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
 
-	"github.com/natsrtc/signal/services/client"
 	"github.com/natsrtc/signal/edge/stack"
+	"github.com/natsrtc/signal/services/client"
 )
 
 // A WebRTC call between two pion peers, each signaling through its own edge:
