@@ -4,9 +4,13 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/natsrtc/signal/services/events"
@@ -286,5 +290,70 @@ func TestMetrics(t *testing.T) {
 		if !strings.HasPrefix(name, "signal_webhook_") {
 			t.Errorf("unexpected metric %s", name)
 		}
+	}
+}
+
+// TestLeastPrivilege runs the webhook as a NATS user allowed only what the
+// README lists.
+func TestLeastPrivilege(t *testing.T) {
+	perms := &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			"$JS.API.CONSUMER.INFO.SIGNAL_EVENTS.webhook",
+			"$JS.API.CONSUMER.CREATE.SIGNAL_EVENTS.webhook.>",
+			"$JS.API.CONSUMER.MSG.NEXT.SIGNAL_EVENTS.webhook",
+			"$JS.ACK.SIGNAL_EVENTS.webhook.>",
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+	}
+	s, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+		Users: []*server.User{
+			{Username: "webhook", Password: "w", Permissions: perms},
+			{Username: "app", Password: "a"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS not ready")
+	}
+	connect := func(user, pass string) *nats.Conn {
+		var errs atomic.Int64
+		nc, err := nats.Connect(s.ClientURL(), nats.UserInfo(user, pass),
+			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+				errs.Add(1)
+				t.Logf("%s: %v", user, err)
+			}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		t.Cleanup(func() {
+			if n := errs.Load(); n > 0 {
+				t.Errorf("%s: %d asynchronous errors (permission violations?)", user, n)
+			}
+		})
+		return nc
+	}
+	app := connect("app", "a")
+	js, err := jetstream.New(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := events.Ensure(ctx, js, events.StreamConfig(0, 0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	b := &bus{s: s, nc: app, js: js}
+	rcv := newReceiver(t, modeOK)
+	wh := start(t, testConfig(connect("webhook", "w"), rcv.URL()))
+	var pub published
+	b.publish(t, &pub, 10, 3)
+	waitFor(t, 10*time.Second, "delivered", func() bool { return wh.w.Stats().Delivered == 10 })
+	if err := wh.stop(t, 5*time.Second); err != nil {
+		t.Error(err)
 	}
 }
