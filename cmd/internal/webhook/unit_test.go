@@ -150,7 +150,7 @@ func TestNewValidates(t *testing.T) {
 	if err := w.Run(context.Background()); err != nil {
 		t.Error(err)
 	}
-	if err := w.Run(context.Background()); !errors.Is(err, ErrStopped) {
+	if err := w.Run(context.Background()); !errors.Is(err, ErrAlreadyRun) {
 		t.Errorf("second Run: %v", err)
 	}
 }

@@ -178,8 +178,8 @@ type Webhook struct {
 	done     chan struct{}      // closed when Run returns
 }
 
-// ErrStopped is returned by Run when it is called a second time.
-var ErrStopped = errors.New("webhook: already run")
+// ErrAlreadyRun is returned by Run when it is called a second time.
+var ErrAlreadyRun = errors.New("webhook: already run")
 
 // New checks cfg and fills in its defaults. It touches nothing yet: Run
 // binds the consumer.
@@ -278,10 +278,10 @@ func (w *Webhook) Ready() error {
 // messages still held are NAKed in stream order. It returns once every
 // goroutine it started has ended: nil after a stop, the error that ended
 // it otherwise (the consumer deleted under it, the NATS connection closed),
-// ErrStopped when called again.
+// ErrAlreadyRun when called again.
 func (w *Webhook) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
-		return ErrStopped
+		return ErrAlreadyRun
 	}
 	defer close(w.done)
 	defer w.hardStop()
@@ -314,7 +314,7 @@ func (w *Webhook) Run(ctx context.Context) error {
 
 	cons, info, err := w.bind(runCtx)
 	if err != nil {
-		if w.stopping() {
+		if w.stopping() || ctx.Err() != nil {
 			return nil
 		}
 		return err
@@ -323,9 +323,10 @@ func (w *Webhook) Run(ctx context.Context) error {
 }
 
 // Stop stops a running webhook: no new POSTs; those in flight may finish
-// until ctx ends, then they are cancelled. It waits for Run to return, or
-// for ctx, and returns ctx's error if ctx ended first. Stop before Run
-// makes Run return at once.
+// (and their acks be confirmed) until ctx ends, then they are cancelled.
+// It waits for Run to return, or for ctx, and returns ctx's error if ctx
+// ended first. A ctx without a deadline lets a stop wait as long as NATS
+// is away. Stop before Run makes Run return at once.
 func (w *Webhook) Stop(ctx context.Context) error {
 	w.beginStop(ctx)
 	if !w.started.Load() {
