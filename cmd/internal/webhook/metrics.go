@@ -84,7 +84,7 @@ type Stats struct {
 	Retried     uint64            // attempts that failed (each is retried, unless stopping)
 	RetriedBy   map[string]uint64 // Retried by reason (status_5xx, status_429, status_4xx, status_other, timeout, refused, reset, dns, canceled, other)
 	Redelivered uint64            // messages JetStream delivered more than once
-	OutOfOrder  uint64            // messages that arrived while a later one of their user was in flight
+	OutOfOrder  uint64            // messages that arrived while a later one of their user was in flight here
 	AckErrors   uint64            // acks not confirmed at the first try
 	Pending     int64             // messages received and not yet acked
 	InFlight    int64             // events being POSTed, retries included
@@ -122,7 +122,7 @@ var (
 	descAttempts  = desc("attempts_total", "POSTs made, retries included.")
 	descRetried   = desc("retried_total", "Attempts that failed and are retried, by reason: status_5xx, status_429, status_4xx, status_other (3xx), timeout, refused, reset, dns, canceled (stop), other.", "reason")
 	descRedeliv   = desc("redelivered_total", "Messages JetStream delivered more than once (after a restart or an outage longer than the ack wait).")
-	descOOO       = desc("out_of_order_total", "Messages that arrived while a later event of their user was in flight (several instances on one durable).")
+	descOOO       = desc("out_of_order_total", "Messages that arrived while a later event of their user was in flight here (lost in a NATS disconnect, or given back by a sibling instance); reordering between instances is not seen.")
 	descAckErrors = desc("ack_errors_total", "Acks the server did not confirm at once; they are retried.")
 	descPending   = desc("pending", "Events received and not yet acked.")
 	descInFlight  = desc("in_flight", "Events being POSTed, retries included.")
