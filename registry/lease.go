@@ -97,6 +97,7 @@ func (r *Registry) startLeases(ctx context.Context, js jetstream.JetStream) erro
 		History:     1,
 		TTL:         3 * r.cfg.Lease,
 		Replicas:    r.cfg.Replicas,
+		Placement:   r.cfg.placement(),
 	})
 	if err != nil {
 		return err

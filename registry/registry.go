@@ -44,6 +44,10 @@ type Config struct {
 	// Replicas of the KV buckets when this registry creates them.
 	// Zero: DefaultReplicas (1, for a single server); use 3 in a cluster.
 	Replicas int
+	// Placement is the NATS cluster that every bucket (and stream) this
+	// registry creates is placed in: the home cluster of a super-cluster
+	// (deploy/README.md, "Regions"). Empty: no placement, JetStream picks.
+	Placement string
 	// Workers is how many requests are served at once. Micro handlers run
 	// one at a time per endpoint, so they hand requests to this many
 	// workers. Zero: DefaultWorkers.
@@ -61,6 +65,14 @@ type Config struct {
 	Sweep time.Duration
 	// Logger; zero: slog.Default().
 	Logger *slog.Logger
+}
+
+// placement is Placement as JetStream takes it; nil when empty.
+func (cfg Config) placement() *jetstream.Placement {
+	if cfg.Placement == "" {
+		return nil
+	}
+	return &jetstream.Placement{Cluster: cfg.Placement}
 }
 
 // Registry serves registry.login and registry.logout.
@@ -122,6 +134,7 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 		Description:    "who is online: name token -> edge, session",
 		History:        1,
 		Replicas:       cfg.Replicas,
+		Placement:      cfg.placement(),
 		LimitMarkerTTL: cfg.MarkerTTL,
 	})
 	if err != nil {
@@ -154,7 +167,7 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 		r.Stop()
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	r.log.Info("registry started", "id", r.svc.Info().ID, "replicas", cfg.Replicas)
+	r.log.Info("registry started", "id", r.svc.Info().ID, "replicas", cfg.Replicas, "placement", cfg.Placement)
 	return r, nil
 }
 

@@ -244,23 +244,25 @@ func ValidID(id string) error {
 
 // RegistryFlags are the flags of a registry.
 type RegistryFlags struct {
-	Replicas *int
-	Workers  *int
-	Lease    *time.Duration
+	Replicas  *int
+	KVCluster *string
+	Workers   *int
+	Lease     *time.Duration
 }
 
 // AddRegistryFlags defines the registry's flags on fs.
 func AddRegistryFlags(fs *flag.FlagSet, defReplicas int) *RegistryFlags {
 	return &RegistryFlags{
-		Replicas: cli.Int(fs, "replicas", "SIGNAL_KV_REPLICAS", defReplicas, "replicas of the KV buckets when the registry creates them (3 in a NATS cluster)"),
-		Workers:  cli.Int(fs, "workers", "SIGNAL_REGISTRY_WORKERS", registry.DefaultWorkers, "registry requests served at once"),
-		Lease:    cli.Duration(fs, "lease", "SIGNAL_LEASE", registry.DefaultLease, "release every name of an edge that has not heartbeaten for this long"),
+		Replicas:  cli.Int(fs, "replicas", "SIGNAL_KV_REPLICAS", defReplicas, "replicas of the KV buckets when the registry creates them (3 in a NATS cluster)"),
+		KVCluster: cli.String(fs, "kv-cluster", "SIGNAL_KV_CLUSTER", "", "NATS cluster to place the KV buckets and streams in when the registry creates them: the home cluster of a super-cluster (default: no placement)"),
+		Workers:   cli.Int(fs, "workers", "SIGNAL_REGISTRY_WORKERS", registry.DefaultWorkers, "registry requests served at once"),
+		Lease:     cli.Duration(fs, "lease", "SIGNAL_LEASE", registry.DefaultLease, "release every name of an edge that has not heartbeaten for this long"),
 	}
 }
 
 // Config builds the registry configuration.
 func (f *RegistryFlags) Config(nc *nats.Conn, log *slog.Logger) registry.Config {
-	return registry.Config{NC: nc, Replicas: *f.Replicas, Workers: *f.Workers, Lease: *f.Lease, Logger: log}
+	return registry.Config{NC: nc, Replicas: *f.Replicas, Placement: *f.KVCluster, Workers: *f.Workers, Lease: *f.Lease, Logger: log}
 }
 
 // Connect connects to NATS for one service and waits, within ctx, until the
