@@ -46,13 +46,18 @@ type regions struct {
 func startRegions(t *testing.T, bin string, cr creds, eastN, westN int, delay time.Duration) *regions {
 	t.Helper()
 	r := &regions{t: t, bin: bin, creds: cr, delay: delay, byName: map[string]*regionNode{}}
+	// Every port at once, distinct, the links' too: a port taken by
+	// listening on :0 could be one handed out a moment ago for a node that
+	// has not started yet.
+	ports := freePorts(t, 6*(eastN+westN+1))
 	add := func(region string, i int) *regionNode {
 		n := &regionNode{name: fmt.Sprintf("%s-%d", region, i), region: region}
-		ps := freePorts(t, 5)
+		ps := ports[:6]
+		ports = ports[6:]
 		n.port, n.routePort, n.httpPort = ps[0], ps[1], ps[2]
 		if region != "site" {
 			n.gwPort = ps[3]
-			l, err := linkdelay.Listen("127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", n.gwPort), delay)
+			l, err := linkdelay.Listen(fmt.Sprintf("127.0.0.1:%d", ps[5]), fmt.Sprintf("127.0.0.1:%d", n.gwPort), delay)
 			if err != nil {
 				t.Fatal(err)
 			}

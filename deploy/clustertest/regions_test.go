@@ -305,52 +305,19 @@ func TestRegions(t *testing.T) {
 		l.Restore()
 	}
 	restoredAt := time.Now()
-	var firstWest time.Duration
-	var westBack []*client.Client
-	for i := 0; firstWest == 0; i++ {
-		if time.Since(restoredAt) > 30*time.Second {
-			t.Fatalf("no login in west within 30s of the restore")
-		}
-		c, r := attemptLogin(ws("west-1"), fmt.Sprintf("back-%d", i), 5*time.Second)
-		if c != nil {
-			t.Cleanup(func() { _ = c.Abort() })
-		}
-		if r.Kind == "ok" {
-			firstWest = time.Since(restoredAt)
-			westBack = append(westBack, c)
-			break
-		}
-		if c != nil {
-			_ = c.Close()
-		}
-		time.Sleep(100 * time.Millisecond) // the pace of a client retrying, not a wait for state
-	}
-	waitFor(t, "the gateways after the restore", 30*time.Second, rg.gatewaysUp)
-	gwBack := time.Since(restoredAt)
-	var crossBack time.Duration
+	back := afterRestore(t, rg, ws("west-1"), pairs["across"], restoredAt)
+	westBack := back.clients
 	across := pairs["across"]
-	waitFor(t, "a cross-region frame after the restore", 30*time.Second, func() error {
-		_ = across.a.SendRaw([]byte(`{"type":"candidate","name":"frank","candidate":{"back":true}}`))
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		for {
-			m, err := across.b.Recv(ctx)
-			if err != nil {
-				return err
-			}
-			if m.Type == "candidate" {
-				crossBack = time.Since(restoredAt)
-				return nil
-			}
-		}
-	})
 	for _, c := range []*client.Client{across.a, across.b} {
 		drain(c, 200*time.Millisecond) // the retries' duplicates and their error frames
 	}
 	t.Logf("regions: cut at 0; every gateway connection gone after %v; restored at %v", downAfter.Round(time.Millisecond), restoredAt.Sub(cutAt).Round(time.Millisecond))
 	cut.log(t)
-	t.Logf("regions: after the restore: first west login after %v, gateways all up after %v, first cross-region frame after %v",
-		firstWest.Round(time.Millisecond), gwBack.Round(time.Millisecond), crossBack.Round(time.Millisecond))
+	t.Logf("regions: after the restore: gateways all up after %v, first west login ok after %v, first cross-region frame after %v",
+		back.gateways.Round(time.Millisecond), back.firstLogin.Round(time.Millisecond), back.firstCross.Round(time.Millisecond))
+	for _, k := range slices.Sorted(maps.Keys(back.failed)) {
+		t.Logf("regions: after the restore, before the first ok: %d west logins got %s", back.failed[k], k)
+	}
 	cut.check(t)
 
 	// Nothing was released, nothing is held twice, and the calls go on.
@@ -424,6 +391,91 @@ func TestRegions(t *testing.T) {
 		}
 	}
 	t.Logf("regions: TestRegions took %v (build %v)", time.Since(began).Round(time.Millisecond), built.Sub(began).Round(time.Millisecond))
+}
+
+// restored is what happened once the link was restored.
+type restored struct {
+	gateways, firstLogin time.Duration    // after the restore
+	firstCross           time.Duration    // the first frame across delivered, after the restore
+	failed               map[string]int   // logins sent after the restore (before the first ok) that failed, by outcome and time
+	clients              []*client.Client // the successful logins' connections
+}
+
+// afterRestore starts a login in west every 100 ms (each on its own, as
+// clients do) until one succeeds, and meanwhile watches the gateways come
+// back and sends a frame across every 100 ms until one arrives. A login
+// sent while the gateways are back one way only may reach the registry and
+// lose its reply.
+func afterRestore(t *testing.T, rg *regions, url string, across *callPair, at time.Time) restored {
+	t.Helper()
+	res := restored{failed: map[string]int{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	ok := make(chan struct{})
+	var once sync.Once
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for time.Since(at) < 30*time.Second {
+			if rg.gatewaysUp() == nil {
+				mu.Lock()
+				res.gateways = time.Since(at)
+				mu.Unlock()
+				return
+			}
+			time.Sleep(20 * time.Millisecond) // polling the monitoring port
+		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for time.Since(at) < 30*time.Second {
+			_ = across.a.SendRaw([]byte(`{"type":"candidate","name":"` + across.bName + `","candidate":{"back":true}}`))
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			m, err := across.b.Recv(ctx)
+			cancel()
+			if err == nil && m.Type == "candidate" {
+				mu.Lock()
+				res.firstCross = time.Since(at)
+				mu.Unlock()
+				return
+			}
+		}
+	}()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(30 * time.Second)
+loop:
+	for i := 0; ; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, r := attemptLogin(url, fmt.Sprintf("back-%d", i), 10*time.Second)
+			mu.Lock()
+			defer mu.Unlock()
+			if r.Kind == "ok" {
+				res.clients = append(res.clients, c)
+				once.Do(func() { res.firstLogin = time.Since(at); close(ok) })
+				return
+			}
+			if c != nil {
+				_ = c.Close()
+			}
+			res.failed[fmt.Sprintf("%s (in %v)", r, r.Took.Round(100*time.Millisecond))]++
+		}()
+		select {
+		case <-ok:
+			break loop
+		case <-deadline:
+			break loop
+		case <-tick.C:
+		}
+	}
+	wg.Wait()
+	if res.firstLogin == 0 || res.gateways == 0 || res.firstCross == 0 {
+		t.Fatalf("30s after the restore: first west login %v, gateways up %v, first frame across %v", res.firstLogin, res.gateways, res.firstCross)
+	}
+	return res
 }
 
 // revisions reads the users bucket's revision of every held name.

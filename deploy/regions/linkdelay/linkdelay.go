@@ -28,10 +28,10 @@ type Mode int32
 const (
 	// Up forwards every connection with the delay.
 	Up Mode = iota
-	// Cut closes every connection at once and closes each new one as soon
-	// as it is accepted: both ends see the link go (a reset, a router
-	// reboot, a withdrawn route). NATS servers notice at once and retry
-	// their gateways every second.
+	// Cut closes every connection at once and stops listening, so that a
+	// new connection is refused: both ends see the link go, as with a
+	// reset, a router that knows the route is gone. NATS servers notice at
+	// once and retry their gateways every second.
 	Cut
 	// Blackhole keeps every connection open and forwards nothing: bytes
 	// are read and dropped, new connections are accepted and held silent.
@@ -63,18 +63,19 @@ const queueChunks = 256
 
 // Link forwards the connections accepted on one listener to one target.
 type Link struct {
-	ln     net.Listener
+	addr   string
 	target string
 	delay  time.Duration
 
 	mode   atomic.Int32
 	mu     sync.Mutex
+	ln     net.Listener // nil while cut
 	pairs  map[*pair]struct{}
 	closed bool
 	wg     sync.WaitGroup
 
-	accepted, refused atomic.Int64
-	bytes             [2]atomic.Int64 // forwarded: 0 client to target, 1 back
+	accepted, held atomic.Int64
+	bytes          [2]atomic.Int64 // forwarded: 0 client to target, 1 back
 }
 
 // Stats counts what a Link did.
@@ -84,7 +85,7 @@ type Stats struct {
 	Target   string `json:"target"`
 	Open     int    `json:"open"`     // connections open now
 	Accepted int64  `json:"accepted"` // connections forwarded since the start
-	Refused  int64  `json:"refused"`  // connections closed at once (Cut) or held silent (Blackhole)
+	Held     int64  `json:"held"`     // connections accepted and held silent (Blackhole)
 	BytesOut int64  `json:"bytes_out"`
 	BytesIn  int64  `json:"bytes_in"`
 }
@@ -96,14 +97,14 @@ func Listen(addr, target string, delay time.Duration) (*Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Link{ln: ln, target: target, delay: delay, pairs: map[*pair]struct{}{}}
+	l := &Link{addr: ln.Addr().String(), ln: ln, target: target, delay: delay, pairs: map[*pair]struct{}{}}
 	l.wg.Add(1)
-	go l.accept()
+	go l.accept(ln)
 	return l, nil
 }
 
-// Addr is the address the Link listens on.
-func (l *Link) Addr() string { return l.ln.Addr().String() }
+// Addr is the address the Link listens on (again, after a Cut).
+func (l *Link) Addr() string { return l.addr }
 
 // Target is where the Link forwards to.
 func (l *Link) Target() string { return l.target }
@@ -112,25 +113,64 @@ func (l *Link) Target() string { return l.target }
 func (l *Link) Mode() Mode { return Mode(l.mode.Load()) }
 
 // Cut closes every connection and refuses new ones until Restore.
-func (l *Link) Cut() { l.setMode(Cut) }
+func (l *Link) Cut() {
+	l.mode.Store(int32(Cut))
+	l.mu.Lock()
+	if l.ln != nil {
+		l.ln.Close()
+		l.ln = nil
+	}
+	l.mu.Unlock()
+	l.closeAll()
+}
 
 // Blackhole silences the link without telling either end (see [Blackhole]).
-func (l *Link) Blackhole() { l.setMode(Blackhole) }
+func (l *Link) Blackhole() {
+	if l.Mode() == Cut {
+		_ = l.Restore()
+	}
+	l.mode.Store(int32(Blackhole))
+}
 
-// Restore brings the link back up. Connections held silent by Blackhole
-// are closed (bytes were dropped in the middle of their streams); the ends
-// connect again.
-func (l *Link) Restore() {
+// Restore brings the link back up: after a Cut it listens again on the
+// same address (the error says why it could not); connections held silent
+// by Blackhole are closed (bytes were dropped in the middle of their
+// streams). The ends connect again.
+func (l *Link) Restore() error {
+	if err := l.relisten(); err != nil {
+		return err
+	}
 	if Mode(l.mode.Swap(int32(Up))) == Blackhole {
 		l.closeAll()
 	}
+	return nil
 }
 
-func (l *Link) setMode(m Mode) {
-	l.mode.Store(int32(m))
-	if m == Cut {
-		l.closeAll()
+// relisten listens again if a Cut closed the listener.
+func (l *Link) relisten() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return net.ErrClosed
 	}
+	if l.ln != nil {
+		return nil
+	}
+	var ln net.Listener
+	var err error
+	for try := 0; ; try++ {
+		if ln, err = net.Listen("tcp", l.addr); err == nil || try == 20 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // the port may linger a moment
+	}
+	if err != nil {
+		return err
+	}
+	l.ln = ln
+	l.wg.Add(1)
+	go l.accept(ln)
+	return nil
 }
 
 func (l *Link) closeAll() {
@@ -138,6 +178,7 @@ func (l *Link) closeAll() {
 	ps := make([]*pair, 0, len(l.pairs))
 	for p := range l.pairs {
 		ps = append(ps, p)
+		delete(l.pairs, p)
 	}
 	l.mu.Unlock()
 	for _, p := range ps {
@@ -152,7 +193,7 @@ func (l *Link) Stats() Stats {
 	l.mu.Unlock()
 	return Stats{
 		Mode: l.Mode().String(), Listen: l.Addr(), Target: l.target, Open: open,
-		Accepted: l.accepted.Load(), Refused: l.refused.Load(),
+		Accepted: l.accepted.Load(), Held: l.held.Load(),
 		BytesOut: l.bytes[0].Load(), BytesIn: l.bytes[1].Load(),
 	}
 }
@@ -162,27 +203,30 @@ func (l *Link) Stats() Stats {
 func (l *Link) Close() error {
 	l.mu.Lock()
 	l.closed = true
+	var err error
+	if l.ln != nil {
+		err = l.ln.Close()
+		l.ln = nil
+	}
 	l.mu.Unlock()
-	err := l.ln.Close()
 	l.closeAll()
 	l.wg.Wait()
 	return err
 }
 
-func (l *Link) accept() {
+func (l *Link) accept(ln net.Listener) {
 	defer l.wg.Done()
 	for {
-		c, err := l.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
 		switch l.Mode() {
-		case Cut:
-			l.refused.Add(1)
+		case Cut: // accepted as the listener closed
 			c.Close()
 			continue
 		case Blackhole:
-			l.refused.Add(1)
+			l.held.Add(1)
 			l.hold(c)
 			continue
 		}
@@ -280,8 +324,8 @@ func (l *Link) pipe(p *pair, src, dst net.Conn, count *atomic.Int64) {
 				bufs.Put(&ch.b)
 				continue
 			}
-			n, err := dst.Write(ch.b)
-			count.Add(int64(n))
+			count.Add(int64(len(ch.b))) // before the write, so a reader of the bytes sees them counted
+			_, err := dst.Write(ch.b)
 			bufs.Put(&ch.b)
 			if err != nil {
 				p.close()

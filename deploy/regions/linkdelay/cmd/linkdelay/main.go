@@ -5,7 +5,7 @@
 //	linkdelay -delay 20ms -control 127.0.0.1:9300 \
 //	    -link 127.0.0.1:17222=127.0.0.1:7222 -link 127.0.0.1:17322=127.0.0.1:7322
 //
-//	curl -X POST http://127.0.0.1:9300/cut        # drop every connection, refuse new ones
+//	curl -X POST http://127.0.0.1:9300/cut        # drop every connection, refuse new ones (closed port)
 //	curl -X POST http://127.0.0.1:9300/blackhole  # forward nothing, tell nobody
 //	curl -X POST http://127.0.0.1:9300/restore
 //	curl http://127.0.0.1:9300/status             # mode and counters of each link (JSON)
@@ -72,21 +72,24 @@ func mainErr() error {
 	}
 
 	mux := http.NewServeMux()
-	set := func(do func(*linkdelay.Link)) http.HandlerFunc {
+	set := func(do func(*linkdelay.Link) error) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if r.Method != http.MethodPost {
 				http.Error(w, "POST only", http.StatusMethodNotAllowed)
 				return
 			}
 			for _, l := range all {
-				do(l)
+				if err := do(l); err != nil {
+					http.Error(w, err.Error(), http.StatusInternalServerError)
+					return
+				}
 			}
 			log.Printf("%s: links %s", r.URL.Path, all[0].Mode())
 			fmt.Fprintln(w, all[0].Mode())
 		}
 	}
-	mux.HandleFunc("/cut", set((*linkdelay.Link).Cut))
-	mux.HandleFunc("/blackhole", set((*linkdelay.Link).Blackhole))
+	mux.HandleFunc("/cut", set(func(l *linkdelay.Link) error { l.Cut(); return nil }))
+	mux.HandleFunc("/blackhole", set(func(l *linkdelay.Link) error { l.Blackhole(); return nil }))
 	mux.HandleFunc("/restore", set((*linkdelay.Link).Restore))
 	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
 		st := make([]linkdelay.Stats, len(all))
