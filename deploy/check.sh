@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 for f in deploy/*.sh; do bash -n "$f"; done
 if command -v shellcheck >/dev/null; then
-  shellcheck deploy/cluster.sh deploy/check.sh deploy/scale.sh deploy/compare.sh
+  shellcheck deploy/cluster.sh deploy/regions.sh deploy/check.sh deploy/scale.sh deploy/compare.sh
 fi
 run='^TestDeployFiles$'
 if [ "${1:-}" = "-all" ]; then

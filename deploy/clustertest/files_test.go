@@ -62,6 +62,52 @@ func TestDeployFiles(t *testing.T) {
 		}
 	})
 
+	// deploy/regions: the production configs as they are; the local ones
+	// (regions.sh, TestRegions) with their environment set as the runner
+	// sets it.
+	t.Run("region configs", func(t *testing.T) {
+		confs, _ := filepath.Glob(deployPath(t, "regions", "*.conf"))
+		if len(confs) != 6 {
+			t.Fatalf("deploy/regions has %d configs, want 6 (east, west, site and their local-*)", len(confs))
+		}
+		for _, c := range confs {
+			cmd := exec.Command(filepath.Join(bin, "nats-server"), "-c", c, "-t")
+			cmd.Env = append(os.Environ(), "GATEWAY_LISTEN=127.0.0.1:7222", "GATEWAY_ADVERTISE=127.0.0.1:17222",
+				"GATEWAY_PEERS=[nats://gateway:dev-gateway-pw@127.0.0.1:17322, nats://gateway:dev-gateway-pw@127.0.0.1:17323]",
+				"LEAF_LISTEN=127.0.0.1:7422", "LEAF_HUB=[nats-leaf://leaf:dev-leaf-pw@127.0.0.1:7422]")
+			out, err := cmd.CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "is valid") {
+				t.Errorf("nats-server -c %s -t: %v\n%s", c, err, out)
+			}
+			b, _ := os.ReadFile(c)
+			if !strings.Contains(string(b), "include ../nats/accounts.conf") {
+				t.Errorf("%s does not include ../nats/accounts.conf: every cluster of a super-cluster needs the same accounts", c)
+			}
+			if js := strings.Contains(string(b), "\njetstream {"); js != strings.Contains(filepath.Base(c), "east") {
+				t.Errorf("%s: jetstream block %v; JetStream runs in the home region, east, only", c, js)
+			}
+		}
+	})
+
+	t.Run("regions runner", func(t *testing.T) {
+		script := deployPath(t, "regions.sh")
+		if out, err := exec.Command("bash", "-n", script).CombinedOutput(); err != nil {
+			t.Fatalf("bash -n: %v\n%s", err, out)
+		}
+		for _, inv := range scriptInvocations(t, script) {
+			help[inv.bin].check(t, "regions.sh", inv.args, inv.env)
+		}
+		b, _ := os.ReadFile(script)
+		for _, want := range []string{"deploy/regions/local-$region.conf", "deploy/regions/local-site.conf", "./deploy/regions/linkdelay/cmd/linkdelay", "-kv-cluster east"} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("regions.sh does not name %s", want)
+			}
+		}
+		for _, c := range []string{"local-east.conf", "local-west.conf", "local-site.conf"} {
+			mustExist(t, "regions.sh", deployPath(t, "regions", c))
+		}
+	})
+
 	t.Run("Dockerfile", func(t *testing.T) {
 		stages := dockerfile(t, deployPath(t, "Dockerfile"))
 		for _, st := range stages {
@@ -351,14 +397,14 @@ func containerPath(t *testing.T, where, arg string) {
 	}
 }
 
-// invocation is one start of a binary in cluster.sh.
+// invocation is one start of a binary in a runner (cluster.sh, regions.sh).
 type invocation struct {
 	bin  string
 	args []string
 	env  map[string]string
 }
 
-// scriptInvocations finds the lines of cluster.sh that run "$BIN/<binary>"
+// scriptInvocations finds the lines of a runner that run "$BIN/<binary>"
 // (with their continuation lines) and their flags and VAR=value prefixes.
 func scriptInvocations(t *testing.T, script string) []invocation {
 	t.Helper()
@@ -383,7 +429,7 @@ func scriptInvocations(t *testing.T, script string) []invocation {
 			}
 			cur = &invocation{bin: line[m[2]:m[3]], env: map[string]string{}}
 			for _, e := range envRE.FindAllStringSubmatch(line[:m[0]], -1) {
-				if e[1] != "START_DIR" {
+				if e[1] != "START_DIR" && e[1] != "START_ENV" {
 					cur.env[e[1]] = ""
 				}
 			}
@@ -408,7 +454,7 @@ func scriptInvocations(t *testing.T, script string) []invocation {
 		seen[inv.bin] = true
 	}
 	if !seen["nats-server"] || !seen["edge"] || !seen["registry"] {
-		t.Fatalf("cluster.sh: found invocations of %v; want nats-server, edge and registry", seen)
+		t.Fatalf("%s: found invocations of %v; want nats-server, edge and registry", filepath.Base(script), seen)
 	}
 	return invs
 }
