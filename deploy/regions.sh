@@ -44,6 +44,10 @@
 #   LEASE               the registries' -lease [30s]: a west edge cannot
 #                       heartbeat while the link is cut, and a cut longer
 #                       than the lease releases its users' names
+#   FENCE_AFTER         the edges' -fence-after [22s]: an edge whose
+#                       heartbeats have failed this long closes its sessions
+#                       (4001), before the lease can give their names away;
+#                       keep it under LEASE
 #   REGIONS_DIR         where binaries, JetStream stores and logs go [a new
 #                       temporary directory, removed on exit; a directory
 #                       you name is kept]
@@ -78,6 +82,7 @@ read -r -a WEST_EDGE_ADMIN_PORTS <<<"${WEST_EDGE_ADMIN_PORTS:-9192 9193}"
 read -r -a SITE_EDGE_ADMIN_PORTS <<<"${SITE_EDGE_ADMIN_PORTS:-9194}"
 read -r -a REGISTRY_ADMIN_PORTS <<<"${REGISTRY_ADMIN_PORTS:-9180 9181}"
 LEASE=${LEASE:-30s}
+FENCE_AFTER=${FENCE_AFTER:-22s}
 WAIT=${WAIT:-60}
 LOG_LEVEL=${LOG_LEVEL:-info}
 
@@ -421,7 +426,7 @@ start_edges() { # start_edges REGION URLS
   for i in "${!ports[@]}"; do
     local id="$region-$((i + 1))"
     start "edge-$id" env NATS_USER=edge NATS_PASSWORD="$EDGE_PW" "$BIN/edge" \
-      -nats "$nurls" -id "$id" -listen "$HOST:${ports[$i]}" \
+      -nats "$nurls" -id "$id" -listen "$HOST:${ports[$i]}" -fence-after "$FENCE_AFTER" \
       -admin "$HOST:${admins[$i]}" -log-level "$LOG_LEVEL"
     EDGE_LINES+=("  ws://$HOST:${ports[$i]}/    edge $id ($region)   metrics: http://$HOST:${admins[$i]}/metrics")
     EDGE_ADMINS+=("${admins[$i]}")

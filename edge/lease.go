@@ -24,8 +24,13 @@ func (e *Edge) heartbeat() {
 	defer t.Stop()
 	var kv jetstream.KeyValue
 	lastOK := time.Now()
+	fenced := false
 	var verifying sync.Mutex
 	beat := func() {
+		if e.cfg.FenceAfter > 0 && !fenced && time.Since(lastOK) > e.cfg.FenceAfter {
+			fenced = true
+			e.tryBG(e.fence)
+		}
 		if !e.nc.IsConnected() {
 			return
 		}
@@ -53,6 +58,7 @@ func (e *Edge) heartbeat() {
 			}
 		}
 		lastOK = time.Now()
+		fenced = false
 	}
 	beat()
 	for {
@@ -62,6 +68,40 @@ func (e *Edge) heartbeat() {
 		case <-e.stop:
 			return
 		}
+	}
+}
+
+// fence closes every session of an edge whose heartbeats have failed for
+// FenceAfter: the registry may give their names away once the lease
+// lapses. Their logouts are queued and sent when the registry is back
+// (guarded by revision, they release nothing that is someone else's now).
+func (e *Edge) fence() {
+	n := 0
+	for _, s := range e.sessions.snapshot() {
+		s.mu.Lock()
+		c := s.conn
+		held := s.state == sesHeld
+		s.mu.Unlock()
+		switch {
+		case c != nil:
+			c.closeWith(closeFenced)
+			n++
+		case held:
+			s.mu.Lock()
+			if s.state == sesHeld {
+				s.timer.Stop()
+				s.state = sesEnded
+				e.stats.held.Add(-1)
+				s.mu.Unlock()
+				s.release(events.ReasonDrop)
+				n++
+				continue
+			}
+			s.mu.Unlock()
+		}
+	}
+	if n > 0 {
+		e.log.Warn("heartbeats failing; closed every session before the registry's lease can give their names away", "sessions", n, "after", e.cfg.FenceAfter.String())
 	}
 }
 

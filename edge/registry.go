@@ -32,6 +32,10 @@ type registryError struct{ code, msg string }
 
 func (e *registryError) Error() string { return "registry: " + e.code + " " + e.msg }
 
+// noRegistryWait is how long a request keeps trying while no registry
+// instance is subscribed at all.
+const noRegistryWait = 500 * time.Millisecond
+
 // attemptTimeout bounds one attempt of a registry request: a registry
 // instance that dies with the request leaves it unanswered, and the next
 // attempt goes to another instance of the queue group. A retried request is
@@ -50,6 +54,7 @@ func (e *Edge) call(ctx context.Context, subj string, req, rep any) error {
 	}
 	var last error = errNoRegistry
 	backoff := 20 * time.Millisecond
+	var noneSince time.Time // when no registry answered first, in a row
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			t := time.NewTimer(backoff)
@@ -67,6 +72,14 @@ func (e *Edge) call(ctx context.Context, subj string, req, rep any) error {
 		switch {
 		case err == nil:
 		case errors.Is(err, nats.ErrNoResponders):
+			// No instance subscribed: one restarting is back within a
+			// moment; none at all (a region cut off from its registries)
+			// should fail fast, with a clear error.
+			if noneSince.IsZero() {
+				noneSince = time.Now()
+			} else if time.Since(noneSince) > noRegistryWait {
+				return errNoRegistry
+			}
 			if last != errRegistryTimeout {
 				last = errNoRegistry
 			}

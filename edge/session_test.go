@@ -267,23 +267,21 @@ func TestResumeLosesNothing(t *testing.T) {
 	recvr, tok := loginResumable(t, s.Edges[0].URL, "receiver")
 	const senders, frames = 3, 100
 	var wg sync.WaitGroup
-	var sent sync.WaitGroup
-	sent.Add(senders)
 	for i := range senders {
 		sc := login(t, s.Edges[i%2].URL, fmt.Sprint("sender-", i))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer sent.Done()
+			// Paced, so that the drop and the resume happen while they send.
+			pace := time.NewTicker(time.Millisecond)
+			defer pace.Stop()
 			for n := range frames {
 				if err := sc.SendRaw([]byte(fmt.Sprintf(`{"type":"candidate","name":"receiver","candidate":{"s":%d,"n":%d}}`, i, n))); err != nil {
 					t.Error(err)
 					return
 				}
 				if n%10 == 9 {
-					// Paced, so that the drop and the resume happen while
-					// they send.
-					time.Sleep(time.Millisecond)
+					<-pace.C
 				}
 			}
 		}()

@@ -35,6 +35,9 @@ var (
 	// closeNameLost: the registry released the name (the edge was cut off
 	// longer than its lease); log in again.
 	closeNameLost = closeReason{ws.StatusCode(4001), "name released; log in again"}
+	// closeFenced: the edge lost its lease (cut off from the registry's
+	// buckets); log in again, elsewhere if need be.
+	closeFenced = closeReason{ws.StatusCode(4001), "edge cut off from the registry; log in again"}
 	// closeResumed: the client resumed this session on another connection.
 	closeResumed = closeReason{ws.StatusCode(4002), "session resumed elsewhere"}
 	// closeKicked: an admin kicked the session (registry.kick); the error

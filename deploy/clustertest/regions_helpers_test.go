@@ -331,7 +331,9 @@ func (r *regions) startService(name, role, urls string, args ...string) *service
 	s := &service{admin: fmt.Sprintf("http://127.0.0.1:%d", ps[0])}
 	args = append([]string{"-nats", urls, "-admin", fmt.Sprintf("127.0.0.1:%d", ps[0])}, args...)
 	if role == "edge" {
-		args = append(args, "-id", name, "-listen", fmt.Sprintf("127.0.0.1:%d", ps[1]))
+		// Fenced only by a cut longer than most of the registry's 30 s
+		// lease (the test's cut is 5 s).
+		args = append(args, "-id", name, "-listen", fmt.Sprintf("127.0.0.1:%d", ps[1]), "-fence-after", "22s")
 		s.ws = fmt.Sprintf("ws://127.0.0.1:%d/", ps[1])
 	}
 	env := []string{"NATS_USER=" + role, "NATS_PASSWORD=" + r.creds.passwords[role]}
