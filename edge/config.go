@@ -178,6 +178,9 @@ type Config struct {
 	NoPoller bool
 	// Logger; zero: slog.Default().
 	Logger *slog.Logger
+
+	// dispatchQueue overrides dispatchQueue (tests).
+	dispatchQueue int
 }
 
 // Authenticator checks the credentials of an upgrade request and returns

@@ -157,8 +157,12 @@ func New(cfg Config) (*Edge, error) {
 		}
 	}
 	e.msgs = make([]chan *nats.Msg, max(1, runtime.GOMAXPROCS(0)))
+	queue := dispatchQueue
+	if cfg.dispatchQueue > 0 {
+		queue = cfg.dispatchQueue
+	}
 	for i := range e.msgs {
-		e.msgs[i] = make(chan *nats.Msg, dispatchQueue/len(e.msgs))
+		e.msgs[i] = make(chan *nats.Msg, max(1, queue/len(e.msgs)))
 		e.dispWG.Add(1)
 		go e.dispatch(e.msgs[i])
 	}
@@ -229,6 +233,7 @@ type Stats struct {
 	DeadSockets  uint64 `json:"dead_sockets"`
 	Dropped      uint64 `json:"dropped"`
 	Kept         uint64 `json:"kept"`
+	Lookups      uint64 `json:"lookups"`
 	Deduplicated uint64 `json:"deduplicated"`
 }
 
@@ -246,6 +251,7 @@ func (e *Edge) Stats() Stats {
 		LoginsOK:     s.logins[loginOK].Load() + s.logins[loginResumed].Load(),
 		LoginsTaken:  s.logins[loginTaken].Load() + s.logins[loginInvalid].Load(),
 		Kept:         s.kept.Load(),
+		Lookups:      s.checks.Load(),
 		Deduplicated: s.duplicates.Load(),
 	}
 	for t := range s.relayed {

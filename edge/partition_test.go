@@ -2,6 +2,8 @@ package edge_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -15,6 +17,7 @@ import (
 	"github.com/natsrtc/signal/registry"
 	"github.com/natsrtc/signal/services/client"
 	"github.com/natsrtc/signal/services/natsconn"
+	"github.com/natsrtc/signal/services/wire"
 )
 
 // proxy forwards TCP to target until cut; cut drops every connection and
@@ -77,18 +80,13 @@ func (p *proxy) heal() {
 	p.mu.Unlock()
 }
 
-// TestPartitionedEdge cuts one edge off from NATS for longer than its lease:
-// the registry releases its user's name, someone else takes it on another
-// edge, and when the cut-off edge comes back it closes its stale connection
-// (4001) instead of serving the name twice.
-func TestPartitionedEdge(t *testing.T) {
-	s := stack.Start(t, stack.Options{
-		Registry: registry.Config{Lease: time.Second, Sweep: 100 * time.Millisecond},
-		Edge:     edge.Config{Heartbeat: 200 * time.Millisecond},
-	})
-	other := s.Edges[0]
+// cutOff starts an edge whose NATS connection goes through a proxy that
+// the test can cut, and returns its URL, the edge and the proxy.
+func cutOff(t *testing.T, s *stack.Stack, cfg edge.Config) (string, *edge.Edge, *proxy) {
+	t.Helper()
 	px := newProxy(t, strings.TrimPrefix(s.NATS.ClientURL(), "nats://"))
-	nc, err := natsconn.Connect(natsconn.Config{URL: "nats://" + px.ln.Addr().String(), Name: "cut-off", Logger: slog.New(slog.DiscardHandler)})
+	cfg.ID, cfg.Instance = "cut-off", "cut-off-1"
+	nc, err := natsconn.Connect(natsconn.Config{URL: "nats://" + px.ln.Addr().String(), Name: wire.EdgeConnName(cfg.ID, cfg.Instance), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,36 +96,62 @@ func TestPartitionedEdge(t *testing.T) {
 	if err := natsconn.WaitConnected(ctx, nc); err != nil {
 		t.Fatal(err)
 	}
-	e, err := edge.New(edge.Config{NC: nc, ID: "cut-off", Heartbeat: 200 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	cfg.NC = nc
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	e, err := edge.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	go func() { _ = e.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = e.Shutdown(ctx)
 	})
-	time.Sleep(300 * time.Millisecond) // a heartbeat or two
-	old := login(t, "ws://"+ln.Addr().String()+"/", "alice")
+	return "ws://" + ln.Addr().String() + "/", e, px
+}
+
+// takeOver logs in as name on url, trying until the name is free.
+func takeOver(t *testing.T, url, name string) *client.Client {
+	t.Helper()
+	deadline := time.After(wait)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		c := dial(t, url)
+		send(t, c, `{"type":"login","name":"`+name+`"}`)
+		if m := recv(t, c); m.Success {
+			return c
+		}
+		_ = c.Abort()
+		select {
+		case <-deadline:
+			t.Fatalf("%q never came free", name)
+		case <-tick.C:
+		}
+	}
+}
+
+// TestPartitionedEdge cuts one edge off from NATS for longer than the
+// registry's lease, with fencing off: the registry releases its user's
+// name, someone else takes it on another edge, and when the cut-off edge
+// comes back it closes its stale connection (4001) instead of serving the
+// name twice.
+func TestPartitionedEdge(t *testing.T) {
+	s := stack.Start(t, stack.Options{
+		Registry: registry.Config{Lease: time.Second, Sweep: 100 * time.Millisecond, DisconnectEvents: "-"},
+		Edge:     edge.Config{Heartbeat: 200 * time.Millisecond},
+	})
+	other := s.Edges[0]
+	url, _, px := cutOff(t, s, edge.Config{Heartbeat: 200 * time.Millisecond, FenceAfter: -1})
+	old := login(t, url, "alice")
 
 	px.cut()
-	// The registry releases alice once the lease lapses; then bob's edge
-	// lets a new alice in.
-	var fresh *client.Client
-	deadline := time.Now().Add(wait)
-	for {
-		fresh = dial(t, other.URL)
-		send(t, fresh, `{"type":"login","name":"alice"}`)
-		if m := recv(t, fresh); m.Success {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the cut-off edge's name was never released")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	fresh := takeOver(t, other.URL, "alice")
 	px.heal()
 	select {
 	case <-old.Done():
@@ -141,4 +165,69 @@ func TestPartitionedEdge(t *testing.T) {
 	bob := login(t, other.URL, "bob")
 	send(t, bob, `{"type":"offer","name":"alice","offer":1}`)
 	expect(t, fresh, `{"type":"offer","offer":1,"name":"bob"}`)
+}
+
+// TestFence: an edge cut off from NATS closes its sessions (4001) once its
+// heartbeats have failed for -fence-after, before the registry's lease
+// lapses: the name is never served by two connections, even while the cut
+// lasts.
+func TestFence(t *testing.T) {
+	const lease, fence = 3 * time.Second, 600 * time.Millisecond
+	s := stack.Start(t, stack.Options{
+		Registry: registry.Config{Lease: lease, Sweep: 100 * time.Millisecond, DisconnectEvents: "-"},
+	})
+	url, _, px := cutOff(t, s, edge.Config{Heartbeat: 200 * time.Millisecond, FenceAfter: fence})
+	old := login(t, url, "alice")
+	start := time.Now()
+	px.cut()
+	select {
+	case <-old.Done():
+	case <-time.After(wait):
+		t.Fatal("not fenced")
+	}
+	fenced := time.Since(start)
+	if code, _ := old.CloseStatus(); code != 4001 {
+		t.Fatalf("fenced connection closed with %d, want 4001", code)
+	}
+	takeOver(t, s.Edges[0].URL, "alice")
+	free := time.Since(start)
+	px.heal()
+	t.Logf("cut at 0: the cut-off edge closed its session after %v (fence %v), the registry freed the name after %v (lease %v)", fenced, fence, free, lease)
+	if free < fenced {
+		t.Fatalf("the name was free (%v) before its old connection closed (%v)", free, fenced)
+	}
+}
+
+// TestShutdownWithoutNATS: SIGTERM of an edge whose NATS is gone, with
+// users whose logouts cannot be sent: Shutdown returns within its context
+// plus a moment, with the context's error, and leaves the names to the
+// registry's lease.
+func TestShutdownWithoutNATS(t *testing.T) {
+	s := stack.Start(t, stack.Options{})
+	url, e, px := cutOff(t, s, edge.Config{RegistryTimeout: 2 * time.Second, FenceAfter: -1})
+	var held []*client.Client
+	for i := range 5 {
+		held = append(held, login(t, url, fmt.Sprint("u", i)))
+	}
+	px.cut()
+	const limit = 3 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	start := time.Now()
+	err := e.Shutdown(ctx)
+	took := time.Since(start)
+	t.Logf("Shutdown with NATS gone: %v (context %v), err %v", took, limit, err)
+	if took > limit+time.Second {
+		t.Fatalf("Shutdown took %v, over its context (%v) plus a second", took, limit)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown returned %v, want the context's error", err)
+	}
+	for _, c := range held {
+		select {
+		case <-c.Done():
+		case <-time.After(wait):
+			t.Fatal("a client was left open")
+		}
+	}
 }

@@ -57,7 +57,11 @@ func (c *conn) join(s *session, f *protocol.Frame) {
 			c.roomReply("join", false, f.Room, "join failed: "+err.Error()+"; try again")
 		case rep.Reason == wire.ReasonFull:
 			e.stats.errors[reasonRoomFull].Add(1)
-			c.roomReply("join", false, f.Room, "room is full (limit "+strconv.Itoa(e.cfg.MaxRoom)+" members, -max-room)")
+			limit := rep.Limit
+			if limit == 0 {
+				limit = e.cfg.MaxRoom
+			}
+			c.roomReply("join", false, f.Room, "room is full (limit "+strconv.Itoa(limit)+" members, -max-room)")
 		default:
 			c.roomReply("join", false, f.Room, rep.Reason)
 		}

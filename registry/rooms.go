@@ -91,7 +91,7 @@ func (r *Registry) Join(ctx context.Context, in wire.JoinRequest) (wire.JoinRepl
 			seq = hint
 		}
 		if !have && len(users) >= limit {
-			return wire.JoinReply{OK: false, Reason: wire.ReasonFull}, nil
+			return wire.JoinReply{OK: false, Reason: wire.ReasonFull, Limit: limit}, nil
 		}
 		m := &nats.Msg{Subject: "$KV." + r.rooms.Bucket() + "." + subject.RoomKey(rt, mt), Data: val, Header: nats.Header{
 			hdrExpectedLastSubjSeq:     {strconv.FormatUint(seq, 10)},

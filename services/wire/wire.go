@@ -172,6 +172,8 @@ type JoinReply struct {
 	OK     bool     `json:"ok"`
 	Reason string   `json:"reason,omitempty"`
 	Users  []string `json:"users,omitempty"`
+	// Limit is the room limit that applied.
+	Limit int `json:"limit,omitempty"`
 }
 
 // PartRequest is the body of registry.part.

@@ -1,0 +1,68 @@
+package edge
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/natsrtc/signal/registry"
+	"github.com/natsrtc/signal/services/natstest"
+	"github.com/natsrtc/signal/services/subject"
+)
+
+// TestDispatchFull: when the dispatchers' channel is full, nats.go drops
+// frames without saying whose; the loss is counted, and the session that
+// lost frames is closed (1011) rather than left with a call that silently
+// misses them.
+func TestDispatchFull(t *testing.T) {
+	s := natstest.Server(t)
+	quiet := slog.New(slog.DiscardHandler)
+	reg, err := registry.New(context.Background(), registry.Config{NC: natstest.Conn(t, s), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reg.Stop() })
+	e, err := New(Config{NC: natstest.Conn(t, s), ID: "full", Logger: quiet, dispatchQueue: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Shutdown(context.Background()) })
+	bob, client := loggedIn(t, e, socketPairs(t), "bob")
+	go func() { _, _ = io.Copy(io.Discard, client) }()
+	pub := natstest.Conn(t, s)
+
+	// Hold the session so that its dispatcher blocks, and send a burst.
+	sess := bob.sess
+	sess.mu.Lock()
+	for range 200 {
+		_ = pub.Publish(subject.User("bob"), []byte(`{"type":"candidate","candidate":1}`))
+	}
+	if err := pub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for n, _ := sess.sub.Dropped(); n == 0; n, _ = sess.sub.Dropped() {
+		if time.Now().After(deadline) {
+			sess.mu.Unlock()
+			t.Fatal("nothing dropped")
+		}
+		_ = pub.Flush() // a round trip: the burst is on its way meanwhile
+	}
+	sess.mu.Unlock()
+	for e.stats.dropped[dropDispatch].Load() == 0 || !bob.closing() {
+		if time.Now().After(deadline) {
+			t.Fatalf("dropped %d, closing %v", e.stats.dropped[dropDispatch].Load(), bob.closing())
+		}
+		_ = pub.Flush()
+	}
+	t.Logf("frames lost in a full dispatcher: %d counted; the session is closed with 1011", e.stats.dropped[dropDispatch].Load())
+}
+
+// closing reports whether a close frame is queued or the socket is gone.
+func (c *conn) closing() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.closeSent || c.done
+}

@@ -1,0 +1,61 @@
+package edge_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natsrtc/signal/edge/stack"
+	"github.com/natsrtc/signal/services/events"
+)
+
+// TestCallEvents: the edges add call_start (an answer relayed) and
+// call_end (leave, or an end of either side) to the stream in which the
+// registry records logins, logouts, joins and parts.
+func TestCallEvents(t *testing.T) {
+	s := stack.Start(t, stack.Options{Edges: 2})
+	a := login(t, s.Edges[0].URL, "caller")
+	b := login(t, s.Edges[1].URL, "callee")
+	call(t, a, b, "caller", "callee")
+	send(t, a, `{"type":"leave","name":"callee"}`)
+	expect(t, b, `{"type":"leave"}`)
+	call(t, a, b, "caller", "callee")
+	_ = b.Close()
+	expect(t, a, `{"type":"leave"}`)
+
+	js, _ := jetstream.New(s.Conn("backend"))
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, events.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{"events.call_start.>", "events.call_end.>", "events.logout.>"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct{ subj, name, peer, reason string }{
+		{"events.call_start.callee", "callee", "caller", ""},
+		{"events.call_end.caller", "caller", "callee", events.ReasonLeave},
+		{"events.call_start.callee", "callee", "caller", ""},
+		{"events.logout.callee", "callee", "", events.ReasonClose},
+		{"events.call_end.callee", "callee", "caller", events.ReasonClose},
+	}
+	// The registry's logout and the edge's call_end of the same end may
+	// land in either order; the rest is in order.
+	for i, w := range want {
+		m, err := cons.Next(jetstream.FetchMaxWait(wait))
+		if err != nil {
+			t.Fatalf("waiting for %s: %v", w.subj, err)
+		}
+		var ev events.Event
+		_ = json.Unmarshal(m.Data(), &ev)
+		if i == 3 && m.Subject() == want[4].subj {
+			want[3], want[4] = want[4], want[3]
+			w = want[3]
+		}
+		if m.Subject() != w.subj || ev.Name != w.name || ev.Peer != w.peer || ev.Reason != w.reason || ev.Edge == "" {
+			t.Fatalf("got %s %s, want %+v", m.Subject(), m.Data(), w)
+		}
+	}
+}
