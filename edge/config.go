@@ -35,10 +35,12 @@ const (
 	// DefaultHeartbeat refreshes the edge's lease four times per default
 	// registry lease (10s).
 	DefaultHeartbeat = 2500 * time.Millisecond
-	// DefaultFenceAfter is three heartbeats: well inside the registry's
-	// default lease (10s), so that an edge cut off from the buckets closes
-	// its sessions before the registry can give their names away.
-	DefaultFenceAfter = 3 * DefaultHeartbeat
+	// DefaultFenceAfter is two heartbeats: with a failing heartbeat's own
+	// bound (one heartbeat) it fences within three, well inside the
+	// registry's default lease (10s), so that an edge cut off from the
+	// buckets closes its sessions before the registry can give their names
+	// away.
+	DefaultFenceAfter = 2 * DefaultHeartbeat
 	// DefaultPingAfter and DefaultPongTimeout: a silent client is pinged
 	// after 20s and dropped 10s later, so a half-open TCP connection holds
 	// its name for at most about 30s.
@@ -109,8 +111,9 @@ type Config struct {
 	// FenceAfter: when the edge's heartbeats have failed for this long, it
 	// closes every session (4001): the registry may release their names
 	// once its lease lapses, and a name must never have two owners. Keep
-	// it under the registry's lease. Zero: DefaultFenceAfter, or three
-	// heartbeats when Heartbeat is set; negative: never.
+	// FenceAfter plus one Heartbeat under the registry's lease. Zero:
+	// twice Heartbeat (DefaultFenceAfter with the default Heartbeat);
+	// negative: never.
 	FenceAfter time.Duration
 	// PingAfter is how long a client may stay silent before it is pinged.
 	// Zero: DefaultPingAfter.
@@ -227,7 +230,7 @@ func (cfg *Config) defaults() error {
 	setDefault(&cfg.CloseTimeout, DefaultCloseTimeout)
 	setDefault(&cfg.HandshakeTimeout, DefaultHandshakeTimeout)
 	setDefault(&cfg.Heartbeat, DefaultHeartbeat)
-	setDefault(&cfg.FenceAfter, 3*cfg.Heartbeat)
+	setDefault(&cfg.FenceAfter, 2*cfg.Heartbeat)
 	setDefault(&cfg.PingAfter, DefaultPingAfter)
 	setDefault(&cfg.PongTimeout, DefaultPongTimeout)
 	setDefault(&cfg.ResumeGrace, DefaultResumeGrace)

@@ -18,34 +18,50 @@ import (
 // lease is fresh the registry keeps every name the edge holds; when the
 // edge stops (or is cut off), the lease lapses and the registry releases
 // them. After a gap, the sessions are checked against the users bucket,
-// off this goroutine, so that a long check cannot lapse the lease itself.
+// off this goroutine, so that a long check cannot lapse the lease itself;
+// when the heartbeats keep failing for FenceAfter, the edge fences itself
+// (fence).
 func (e *Edge) heartbeat() {
 	t := time.NewTicker(e.cfg.Heartbeat)
 	defer t.Stop()
 	var kv jetstream.KeyValue
-	lastOK := time.Now()
+	lastOK, lastTick := time.Now(), time.Now()
 	fenced := false
 	var verifying sync.Mutex
-	beat := func() {
-		if e.cfg.FenceAfter > 0 && !fenced && time.Since(lastOK) > e.cfg.FenceAfter {
-			fenced = true
-			e.tryBG(e.fence)
-		}
+	put := func() bool {
 		if !e.nc.IsConnected() {
-			return
+			return false
 		}
-		ctx, cancel := e.reqCtx()
+		// One heartbeat's time at most, so that a failing one cannot hold
+		// up the fence.
+		ctx, cancel := context.WithTimeout(e.stopCtx, min(e.cfg.RegistryTimeout, e.cfg.Heartbeat))
 		defer cancel()
 		if kv == nil {
 			var err error
 			if kv, err = e.js.KeyValue(ctx, subject.EdgesBucket); err != nil {
 				e.log.Debug("edges bucket not there yet", "err", err)
-				return
+				return false
 			}
 		}
 		b, _ := json.Marshal(wire.EdgeLease{ID: e.cfg.ID, Instance: e.instance, Listen: e.cfg.Listen, At: time.Now().UTC()})
 		if _, err := kv.Put(ctx, e.cfg.ID, b); err != nil {
 			e.log.Warn("heartbeat failed", "err", err)
+			return false
+		}
+		return true
+	}
+	beat := func() {
+		now := time.Now()
+		// A tick long overdue: this process was frozen (SIGSTOP) or starved.
+		// It gets one heartbeat to find out what changed (and a check of
+		// every session) before it fences itself.
+		woke := now.Sub(lastTick) > 2*e.cfg.Heartbeat
+		lastTick = now
+		if !put() {
+			if e.cfg.FenceAfter > 0 && !fenced && time.Since(lastOK) > e.cfg.FenceAfter && (!woke || !e.nc.IsConnected()) {
+				fenced = true
+				e.tryBG(e.fence)
+			}
 			return
 		}
 		if gap := time.Since(lastOK); gap > e.cfg.Heartbeat*3/2 && verifying.TryLock() {

@@ -1,8 +1,9 @@
 // Command webhook POSTs every lifecycle event of the SIGNAL_EVENTS stream to
 // a URL, signed with HMAC-SHA256, retrying until the receiver answers 2xx:
 // at least once, in order per user. It reads the stream with a durable
-// JetStream consumer, so it goes on where it stopped. See README.md beside
-// this file, and package cmd/internal/webhook for the guarantees.
+// JetStream consumer, so it goes on where it stopped. The README's
+// "Webhooks" section documents its flags, the POST and its signature, and
+// the guarantees; package cmd/internal/webhook explains them.
 package main
 
 import (

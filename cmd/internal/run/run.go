@@ -131,7 +131,7 @@ func AddEdgeFlags(fs *flag.FlagSet) *EdgeFlags {
 		WriteTimeout:    cli.Duration(fs, "write-timeout", "SIGNAL_WRITE_TIMEOUT", edge.DefaultWriteTimeout, "bound on each socket write"),
 		RegistryTimeout: cli.Duration(fs, "registry-timeout", "SIGNAL_REGISTRY_TIMEOUT", edge.DefaultRegistryTimeout, "bound on each registry request"),
 		Heartbeat:       cli.Duration(fs, "heartbeat", "SIGNAL_HEARTBEAT", edge.DefaultHeartbeat, "how often the edge refreshes its lease (keep well under the registry's -lease)"),
-		FenceAfter:      cli.Duration(fs, "fence-after", "SIGNAL_FENCE_AFTER", edge.DefaultFenceAfter, "close every session when heartbeats have failed this long, before the registry's -lease can give the names away (keep it under -lease; 0: three heartbeats; negative: never)"),
+		FenceAfter:      cli.Duration(fs, "fence-after", "SIGNAL_FENCE_AFTER", edge.DefaultFenceAfter, "close every session when heartbeats have failed this long, before the registry's -lease can give the names away (keep it plus one -heartbeat under -lease; 0: two heartbeats; negative: never)"),
 		PingAfter:       cli.Duration(fs, "ping-after", "SIGNAL_PING_AFTER", edge.DefaultPingAfter, "ping a client after this long without a frame from it"),
 		PongTimeout:     cli.Duration(fs, "pong-timeout", "SIGNAL_PONG_TIMEOUT", edge.DefaultPongTimeout, "disconnect a pinged client still silent after this long"),
 		ResumeGrace:     cli.Duration(fs, "resume-grace", "SIGNAL_RESUME_GRACE", edge.DefaultResumeGrace, "how long a resumable session (login with \"resumable\":true) whose connection dropped is held for its client to resume it (negative: never hold)"),
