@@ -138,3 +138,51 @@ func TestRouteCache(t *testing.T) {
 		t.Fatalf("%d lookups for 40 messages to %d peers, want %d", n, len(peers), len(peers))
 	}
 }
+
+// TestLoginDuringShutdown: a login whose registry reply arrives after the
+// edge began to stop logs itself out (the name does not stay taken until
+// the lease), and its client gets a refused login.
+func TestLoginDuringShutdown(t *testing.T) {
+	s := natstest.Server(t)
+	nc := natstest.Conn(t, s)
+	e, err := edge.New(edge.Config{NC: natstest.Conn(t, s), ID: "stopping", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = e.Serve(ln) }()
+	asked := make(chan *nats.Msg, 1)
+	fakeRegistry(t, nc, func(_ int, m *nats.Msg) { asked <- m })
+	logouts, err := nc.SubscribeSync(subject.RegistryLogout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, "ws://"+ln.Addr().String()+"/")
+	send(t, c, `{"type":"login","name":"late"}`)
+	req := <-asked
+	stopped := make(chan error, 1)
+	go func() { stopped <- e.Shutdown(t.Context()) }()
+	// The edge is stopping (it sends its clients 1001); now the registry
+	// answers.
+	waitStat(t, e, func(st edge.Stats) bool { return st.Connections == 1 })
+	<-c.Done()
+	var lr wire.LoginRequest
+	_ = json.Unmarshal(req.Data, &lr)
+	b, _ := json.Marshal(wire.LoginReply{OK: true, Token: "late", Revision: 7})
+	_ = req.Respond(b)
+	m, err := logouts.NextMsg(wait)
+	if err != nil {
+		t.Fatalf("the late login did not log itself out: %v", err)
+	}
+	var lo wire.LogoutRequest
+	if err := json.Unmarshal(m.Data, &lo); err != nil || lo.Name != "late" || lo.Session != lr.Session || lo.Revision != 7 {
+		t.Fatalf("logout %s, want the late login's session %s at revision 7", m.Data, lr.Session)
+	}
+	_ = m.Respond([]byte(`{"ok":true}`))
+	if err := <-stopped; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}
