@@ -45,8 +45,9 @@ func TestBrowserRoomMesh(t *testing.T) {
 	for _, tb := range tabs {
 		tb.waitFor(meshIs(others(names, tb.name)...), "a connection to every other member")
 	}
-	t.Logf("all 3 pairs connected %v after the first join, %v after the last join reply (cat, the last to join, measured its join reply → connected to both: %d ms)",
-		time.Since(start).Round(time.Millisecond), time.Since(joined).Round(time.Millisecond), eval[int](cat, `signalDemo.meshConnectedMs`))
+	t.Logf("all 3 pairs connected %v after the first join, %v after the last join reply (cat, the last to join, measured its join reply → connected to both: %d ms; its steps in ms after its join reply: %s)",
+		time.Since(start).Round(time.Millisecond), time.Since(joined).Round(time.Millisecond),
+		eval[int](cat, `signalDemo.meshConnectedMs`), eval[string](cat, `JSON.stringify(signalDemo.meshTimes)`))
 
 	// The later joiner offered: ann answered both, cat offered to both.
 	roles := map[string]map[string]string{

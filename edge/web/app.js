@@ -97,6 +97,7 @@ const demo = {
   roomLog: [], // {type: joined | parted | leave, name} in the room; leave's name may be null
   meshStartedAt: 0, // performance.now() at the join reply
   meshConnectedMs: null, // join reply to every member's connection "connected"
+  meshTimes: {}, // name → ms after the join reply: offered | offer, answer | answered, connected
   sig,
   login: (name) => login(name),
   call: (name) => startCall(name),
@@ -703,6 +704,7 @@ async function onJoin(d) {
   demo.room = d.room;
   demo.meshStartedAt = performance.now();
   demo.meshConnectedMs = null;
+  demo.meshTimes = {};
   notice(`joined room ${d.room}${d.users.length ? `: calling ${d.users.join(', ')}` : ': waiting for others'}`);
   setState('room');
   const stream = await startMedia();
@@ -752,6 +754,7 @@ function newPeer(name, role) {
   const p = newConnection(name, (st) => {
     if (mesh.get(name) !== p) return;
     if (st === 'connected') {
+      mark(name, 'connected');
       const all = [...mesh.values()].every((q) => q.pc.connectionState === 'connected');
       if (all && demo.meshConnectedMs === null && demo.meshStartedAt) {
         demo.meshConnectedMs = Math.round(performance.now() - demo.meshStartedAt);
@@ -786,6 +789,12 @@ function newPeer(name, role) {
   return p;
 }
 
+// mark notes when a step of the connection to name happened.
+function mark(name, what) {
+  const t = (demo.meshTimes[name] ||= {});
+  t[what] = Math.round(performance.now() - demo.meshStartedAt);
+}
+
 function closePeer(name, reason, sendLeave) {
   const p = mesh.get(name);
   if (!p) return;
@@ -814,6 +823,7 @@ async function meshCall(name, stream) {
     // Offers to several members go out one at a time (signal.js), since
     // an answer does not say who sent it.
     if (!sig.offer(name, p.pc.localDescription)) return closePeer(name, 'not connected: offer not sent', false);
+    mark(name, 'offered');
     descSent(p);
   } catch (err) {
     closePeer(name, `calling ${name} failed: ${err.message || err}`, true);
@@ -844,6 +854,7 @@ async function meshOffer(d) {
     return;
   }
   const p = newPeer(from, 'answerer');
+  mark(from, 'offer');
   try {
     await remoteDescription(p, d.offer);
     const stream = await startMedia();
@@ -851,7 +862,10 @@ async function meshOffer(d) {
     addMedia(p.pc, stream);
     await p.pc.setLocalDescription(await p.pc.createAnswer());
     if (mesh.get(from) !== p) return;
-    if (sig.answer(from, p.pc.localDescription)) descSent(p);
+    if (sig.answer(from, p.pc.localDescription)) {
+      mark(from, 'answered');
+      descSent(p);
+    }
   } catch (err) {
     closePeer(from, `answering ${from} failed: ${err.message || err}`, true);
   }
@@ -863,6 +877,7 @@ async function meshAnswer(d) {
     log(`ignored an answer${d.name ? ` from ${d.name}` : ''} (no offer waiting for it)`);
     return;
   }
+  mark(p.name, 'answer');
   try {
     await remoteDescription(p, d.answer);
   } catch (err) {

@@ -47,7 +47,8 @@
 // candidate from the user whose ICE ufrag it carries (learnt from their offer
 // or answer); a leave from the one peer, or from a peer that just parted a
 // shared room or went offline. Otherwise detail.name is undefined. In a room,
-// parted always names who left. The names are as trustworthy as the protocol:
+// parted always names who left. A "name" the server puts in these frames
+// wins (and once answers carry one, offers go out at once). The names are as trustworthy as the protocol:
 // anyone can send you an answer.
 //
 // Nothing a tutorial server would not understand is sent unless the app uses
@@ -104,6 +105,7 @@ export class Signal extends EventTarget {
     this._ufrags = new Map(); // remote ICE ufrag → name
     this._departing = new Set(); // peers that parted or went offline
     this._unnamedLeaves = 0;
+    this._namedAnswers = false; // the server names the sender of answers
   }
 
   on(type, fn) {
@@ -302,7 +304,7 @@ export class Signal extends EventTarget {
     const frame = { type: 'offer', name, offer };
     this._queue = this._queue.filter((q) => q.name !== name);
     const w = this._waitingAnswer;
-    if ((w && w.name !== name) || this._queue.length) {
+    if (!this._namedAnswers && ((w && w.name !== name) || this._queue.length)) {
       this._queue.push({ name, frames: [frame] });
       return true;
     }
@@ -461,6 +463,7 @@ export class Signal extends EventTarget {
         }
         return this._emit('offer', m);
       case 'answer': {
+        if (name) this._namedAnswers = true; // no need to send offers one at a time
         const from = name ?? this._waitingAnswer?.name ?? this._onlyPeer();
         if (from) {
           this._answered(from);
