@@ -11,11 +11,13 @@ import (
 )
 
 // The demo page: plain HTML, CSS and JavaScript, no build step. It speaks
-// the tutorial protocol to the WebSocket on the host and port it was loaded
-// from. Only the files listed here are served (edge/web also holds the
-// screenshot of the browser test, which the binary does not need).
+// to the WebSocket on the host and port it was loaded from, through
+// signal.js, the browser client module that apps may import from any edge
+// (/signal.js). Only the files listed here are served (edge/web also holds
+// the screenshot of the browser test and signal.js's notes, which the
+// binary does not need).
 //
-//go:embed web/index.html web/app.js web/style.css
+//go:embed web/index.html web/app.js web/signal.js web/style.css
 var webFS embed.FS
 
 // pageFile is one embedded file, ready to serve.
@@ -33,6 +35,7 @@ var pageFiles = func() map[string]*pageFile {
 		{"/", "index.html", "text/html; charset=utf-8"},
 		{"/index.html", "index.html", "text/html; charset=utf-8"},
 		{"/app.js", "app.js", "text/javascript; charset=utf-8"},
+		{"/signal.js", "signal.js", "text/javascript; charset=utf-8"},
 		{"/style.css", "style.css", "text/css; charset=utf-8"},
 	}
 	m := make(map[string]*pageFile, len(files))

@@ -39,9 +39,10 @@ func TestPageServedBesideWebSocket(t *testing.T) {
 	}
 
 	files := []struct{ path, ctype, contains string }{
-		{"/", "text/html; charset=utf-8", `<script src="app.js"`},
+		{"/", "text/html; charset=utf-8", `<script type="module" src="app.js"`},
 		{"/index.html", "text/html; charset=utf-8", `data-testid="status"`},
 		{"/app.js", "text/javascript; charset=utf-8", "window.signalDemo"},
+		{"/signal.js", "text/javascript; charset=utf-8", "export class Signal"},
 		{"/style.css", "text/css; charset=utf-8", ".videos"},
 	}
 	for _, f := range files {
@@ -75,7 +76,7 @@ func TestPageServedBesideWebSocket(t *testing.T) {
 		})
 	}
 
-	for _, p := range []string{"/nope", "/web/app.js", "/screenshot.png", "/../go.mod", "/app.js/"} {
+	for _, p := range []string{"/nope", "/web/app.js", "/screenshot.png", "/../go.mod", "/app.js/", "/SIGNAL_JS.md", "/signal.js/"} {
 		if resp, _ := do("GET", p); resp.StatusCode != http.StatusNotFound {
 			t.Errorf("GET %s: status %d, want 404", p, resp.StatusCode)
 		}

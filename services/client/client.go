@@ -1,6 +1,9 @@
 // Package client is a small Go client for the signaling protocol (the
 // tutorial's JSON over WebSocket): dial, log in, send offers, answers,
-// candidates and leave, receive typed messages, close. Tests, the load tool,
+// candidates and leave, receive typed messages, close. Beyond the tutorial:
+// resumable logins and resume ([Client.LoginResumable], [Client.Resume]),
+// rooms ([Client.Join], [Client.Part], [Client.RoomMessage]), app messages
+// ([Client.Message]) and presence ([Client.Watch], [Client.Unwatch]). Tests,
 // bots and SFU connectors use it.
 //
 // A Client answers pings by itself. Received messages queue up (without
@@ -17,6 +20,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,7 +38,20 @@ type Message struct {
 	Offer     json.RawMessage `json:"offer,omitempty"`
 	Answer    json.RawMessage `json:"answer,omitempty"`
 	Candidate json.RawMessage `json:"candidate,omitempty"`
-	Raw       []byte          `json:"-"`
+	// Room of a join or part reply, joined, parted, or a room message.
+	Room string `json:"room,omitempty"`
+	// Users of a join reply: the room's other members.
+	Users []string `json:"users,omitempty"`
+	// Online of a presence frame.
+	Online bool `json:"online,omitempty"`
+	// Data of an app message, raw.
+	Data json.RawMessage `json:"data,omitempty"`
+	// Resume of a successful resumable login: the token for [Client.Resume].
+	Resume string `json:"resume,omitempty"`
+	// Resumed: the login took a held session over.
+	Resumed bool `json:"resumed,omitempty"`
+	// Raw is the frame exactly as received.
+	Raw []byte `json:"-"`
 }
 
 // Errors returned by the Client.
@@ -43,6 +61,12 @@ var (
 	ErrNameTaken = errors.New("client: login refused")
 	// ErrClosed: the connection is closed; see CloseStatus for why.
 	ErrClosed = errors.New("client: connection closed")
+	// ErrBadResumeToken: Resume's token does not match the held session;
+	// the name stays taken until the session ends.
+	ErrBadResumeToken = errors.New("client: resume token does not match")
+	// ErrRefused: the server answered a join or part with success false;
+	// the error wrapping it carries the server's message.
+	ErrRefused = errors.New("client: refused")
 )
 
 // Options for Dial. The zero value is ready to use.
@@ -65,7 +89,7 @@ type Client struct {
 
 	mu       sync.Mutex
 	queue    []Message
-	notify   chan struct{}
+	changed  chan struct{} // closed and replaced when queue or closed change
 	closed   bool
 	closeErr error
 	code     ws.StatusCode
@@ -94,7 +118,7 @@ func Dial(ctx context.Context, url string, opts *Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", url, err)
 	}
-	c := &Client{conn: conn, notify: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &Client{conn: conn, changed: make(chan struct{}), done: make(chan struct{})}
 	var r io.Reader = conn
 	if br != nil {
 		r = io.MultiReader(br, conn)
@@ -148,11 +172,8 @@ func (c *Client) readLoop(r io.Reader) {
 		msg = nil
 		c.mu.Lock()
 		c.queue = append(c.queue, m)
+		c.wakeLocked()
 		c.mu.Unlock()
-		select {
-		case c.notify <- struct{}{}:
-		default:
-		}
 	}
 	_ = c.conn.Close()
 	c.mu.Lock()
@@ -160,11 +181,14 @@ func (c *Client) readLoop(r io.Reader) {
 	if c.closeErr == nil {
 		c.closeErr = err
 	}
+	c.wakeLocked()
 	c.mu.Unlock()
-	select {
-	case c.notify <- struct{}{}:
-	default:
-	}
+}
+
+// wakeLocked wakes every waiter of Recv and take. c.mu is held.
+func (c *Client) wakeLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
 }
 
 func (c *Client) writeFrame(op ws.OpCode, p []byte) error {
@@ -238,10 +262,44 @@ func raw(v any) any {
 }
 
 // Login logs in as name and waits for the reply. It returns ErrNameTaken when
-// the server refuses, and an error for an error frame. Messages that arrive
-// before the reply stay queued for Recv.
+// the server refuses (m.Message says why), and an error for an error frame.
+// Other messages that arrive before the reply are dropped.
 func (c *Client) Login(ctx context.Context, name string) (Message, error) {
-	if err := c.Send(map[string]string{"type": "login", "name": name}); err != nil {
+	return c.login(ctx, loginFrame{Type: "login", Name: name})
+}
+
+// LoginResumable logs in as name asking for a resumable session, like
+// Login. The reply's m.Resume is the token that [Client.Resume] presents,
+// on this edge or another, to take the session over after the connection
+// dropped (within the edge's -resume-grace; a clean Close releases the name
+// at once).
+func (c *Client) LoginResumable(ctx context.Context, name string) (Message, error) {
+	return c.login(ctx, loginFrame{Type: "login", Name: name, Resumable: true})
+}
+
+// Resume logs in as name with the token of its last login reply. When the
+// session is held, it is taken over: m.Resumed is true, frames kept for it
+// follow the reply (Recv them), the peers keep the call and m.Resume is the
+// next token. When the name is free (the grace passed) it is a fresh login,
+// m.Resumed false. A token that does not match gives ErrBadResumeToken, any
+// other refusal ErrNameTaken.
+func (c *Client) Resume(ctx context.Context, name, token string) (Message, error) {
+	m, err := c.login(ctx, loginFrame{Type: "login", Name: name, Resume: token})
+	if errors.Is(err, ErrNameTaken) && m.Message == "resume token does not match" {
+		return m, ErrBadResumeToken
+	}
+	return m, err
+}
+
+type loginFrame struct {
+	Type      string `json:"type"`
+	Name      string `json:"name"`
+	Resumable bool   `json:"resumable,omitempty"`
+	Resume    string `json:"resume,omitempty"`
+}
+
+func (c *Client) login(ctx context.Context, f loginFrame) (Message, error) {
+	if err := c.Send(f); err != nil {
 		return Message{}, err
 	}
 	for {
@@ -262,15 +320,111 @@ func (c *Client) Login(ctx context.Context, name string) (Message, error) {
 	}
 }
 
+// Join joins room and waits for the reply: the room's other members. A
+// refusal (full, already a member, invalid) gives an error wrapping
+// ErrRefused with the server's message. The members get
+// {"type":"joined"}; once joined, Recv gets joined, parted and room
+// messages of the room. Other messages that arrive meanwhile stay queued
+// for Recv.
+func (c *Client) Join(ctx context.Context, room string) ([]string, error) {
+	m, err := c.roomRequest(ctx, "join", room)
+	if err != nil {
+		return nil, err
+	}
+	if m.Users == nil {
+		return []string{}, nil
+	}
+	return m.Users, nil
+}
+
+// Part leaves room and waits for the reply, like Join; the members get
+// {"type":"parted"}.
+func (c *Client) Part(ctx context.Context, room string) error {
+	_, err := c.roomRequest(ctx, "part", room)
+	return err
+}
+
+func (c *Client) roomRequest(ctx context.Context, typ, room string) (Message, error) {
+	if err := c.Send(struct {
+		Type string `json:"type"`
+		Room string `json:"room"`
+	}{typ, room}); err != nil {
+		return Message{}, err
+	}
+	m, err := c.take(ctx, func(m *Message) bool {
+		return (m.Type == typ && m.Room == room) || (m.Type == "error" && strings.HasPrefix(m.Message, "not logged in"))
+	})
+	switch {
+	case err != nil:
+		return m, err
+	case m.Type == "error":
+		return m, fmt.Errorf("client: %s: %s", typ, m.Message)
+	case !m.Success:
+		return m, fmt.Errorf("%w: %s %q: %s", ErrRefused, typ, room, m.Message)
+	}
+	return m, nil
+}
+
+// RoomMessage sends data (any JSON value) to every other member of room:
+// they get {"type":"message","room":R,"name":SENDER,"data":X}.
+func (c *Client) RoomMessage(room string, data any) error {
+	return c.Send(struct {
+		Type string `json:"type"`
+		Room string `json:"room"`
+		Data any    `json:"data"`
+	}{"message", room, raw(data)})
+}
+
+// Message sends data (any JSON value) to the user named to, who gets
+// {"type":"message","name":SENDER,"data":X}.
+func (c *Client) Message(to string, data any) error {
+	return c.Send(struct {
+		Type string `json:"type"`
+		Name string `json:"name"`
+		Data any    `json:"data"`
+	}{"message", to, raw(data)})
+}
+
+// Watch asks for the presence of names: Recv gets
+// {"type":"presence","name":N,"online":B} for each now, and again on every
+// change, until Unwatch or Close.
+func (c *Client) Watch(names ...string) error { return c.watch("watch", names) }
+
+// Unwatch stops watching names.
+func (c *Client) Unwatch(names ...string) error { return c.watch("unwatch", names) }
+
+func (c *Client) watch(typ string, names []string) error {
+	if names == nil {
+		names = []string{}
+	}
+	return c.Send(struct {
+		Type  string   `json:"type"`
+		Names []string `json:"names"`
+	}{typ, names})
+}
+
 // Recv returns the next message, waiting until one arrives, the connection
 // closes (ErrClosed, or the read error) or ctx is done.
 func (c *Client) Recv(ctx context.Context) (Message, error) {
+	return c.take(ctx, nil)
+}
+
+// take returns the first queued message that match accepts (any, when
+// match is nil), leaving the others queued, and waits for one as Recv does.
+func (c *Client) take(ctx context.Context, match func(*Message) bool) (Message, error) {
 	for {
 		c.mu.Lock()
-		if len(c.queue) > 0 {
-			m := c.queue[0]
-			c.queue[0] = Message{}
-			c.queue = c.queue[1:]
+		for i := range c.queue {
+			if match != nil && !match(&c.queue[i]) {
+				continue
+			}
+			m := c.queue[i]
+			if i == 0 {
+				c.queue[0] = Message{}
+				c.queue = c.queue[1:]
+			} else {
+				c.queue = slices.Delete(c.queue, i, i+1)
+			}
 			c.mu.Unlock()
 			return m, nil
 		}
@@ -282,9 +436,10 @@ func (c *Client) Recv(ctx context.Context) (Message, error) {
 			}
 			return Message{}, err
 		}
+		changed := c.changed
 		c.mu.Unlock()
 		select {
-		case <-c.notify:
+		case <-changed:
 		case <-ctx.Done():
 			return Message{}, ctx.Err()
 		}

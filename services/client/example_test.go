@@ -3,163 +3,129 @@ package client_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log"
-	"log/slog"
-	"net"
-	"os"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/natsrtc/signal/edge"
-	"github.com/natsrtc/signal/registry"
 	"github.com/natsrtc/signal/services/client"
-	"github.com/natsrtc/signal/services/embed"
 )
 
-// A call set up through the signaling system: alice offers, bob answers,
-// a candidate follows, alice hangs up. The offer and answer are what a
-// browser's RTCPeerConnection produces (RTCSessionDescription JSON); the
-// system relays them byte for byte.
-//
-// The example runs the whole system in the process first (an embedded
-// NATS server with JetStream, the registry and one edge on a free port),
-// which is what "go run ./cmd/signal" does on port 9090.
-func Example() {
-	url, stop := startSystem()
-	defer stop()
+// These examples need a signaling server ("go run ./cmd/signal" listens on
+// ws://localhost:9090/), so they are compiled but not run; edge/stack's
+// Example_call runs a call against a whole system in the process.
 
+// A call as the tutorial makes it: log in, offer, wait for the answer and
+// candidates, hang up.
+func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-
-	alice, err := client.Dial(ctx, url, nil)
+	c, err := client.Dial(ctx, "ws://localhost:9090/", nil)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer alice.Close()
-	if _, err := alice.Login(ctx, "alice"); err != nil {
+	defer c.Close()
+	if _, err := c.Login(ctx, "alice"); errors.Is(err, client.ErrNameTaken) {
+		log.Fatal("alice is taken")
+	} else if err != nil {
 		log.Fatal(err)
 	}
-	bob, err := client.Dial(ctx, url, nil)
-	if err != nil {
+	// Any JSON value is relayed byte for byte: here, what a browser's
+	// RTCPeerConnection produces.
+	if err := c.Offer("bob", json.RawMessage(`{"type":"offer","sdp":"v=0\r\n..."}`)); err != nil {
 		log.Fatal(err)
 	}
-	defer bob.Close()
-	if _, err := bob.Login(ctx, "bob"); err != nil {
-		log.Fatal(err)
-	}
-
-	// A second login with a taken name is refused.
-	eve, err := client.Dial(ctx, url, nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer eve.Close()
-	_, err = eve.Login(ctx, "alice")
-	fmt.Println("eve as alice:", err)
-
-	// Any JSON value is relayed byte for byte: here, what a browser sends
-	// (an RTCSessionDescription as JSON).
-	offer := json.RawMessage(`{"type":"offer","sdp":"v=0\r\n..."}`)
-	if err := alice.Offer("bob", offer); err != nil {
-		log.Fatal(err)
-	}
-	m, err := bob.Recv(ctx)
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Printf("bob got %s from %s: %s\n", m.Type, m.Name, m.Offer)
-
-	if err := bob.Answer(m.Name, json.RawMessage(`{"type":"answer","sdp":"v=0\r\n..."}`)); err != nil {
-		log.Fatal(err)
-	}
-	cand := json.RawMessage(`{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host","sdpMid":"0","sdpMLineIndex":0}`)
-	if err := bob.Candidate(m.Name, cand); err != nil {
-		log.Fatal(err)
-	}
-	for range 2 {
-		m, err := alice.Recv(ctx)
+	for {
+		m, err := c.Recv(ctx)
 		if err != nil {
 			log.Fatal(err)
 		}
-		fmt.Printf("alice got %s\n", m.Raw)
+		switch m.Type {
+		case "answer":
+			fmt.Printf("bob answered: %s\n", m.Answer)
+		case "candidate":
+			fmt.Printf("a candidate of bob's: %s\n", m.Candidate)
+			_ = c.Leave("bob")
+			return
+		case "error":
+			log.Fatal(m.Message) // e.g. user "bob" is not online
+		}
 	}
-
-	// Messages to someone who is not online come back as an error frame.
-	if err := alice.Offer("carol", offer); err != nil {
-		log.Fatal(err)
-	}
-	m, err = alice.Recv(ctx)
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Printf("alice got %s: %s\n", m.Type, m.Message)
-
-	if err := alice.Leave("bob"); err != nil {
-		log.Fatal(err)
-	}
-	m, err = bob.Recv(ctx)
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Printf("bob got %s\n", m.Raw)
-
-	// Output:
-	// eve as alice: client: login refused
-	// bob got offer from alice: {"type":"offer","sdp":"v=0\r\n..."}
-	// alice got {"type":"answer","answer":{"type":"answer","sdp":"v=0\r\n..."}}
-	// alice got {"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host","sdpMid":"0","sdpMLineIndex":0}}
-	// alice got error: user "carol" is not online
-	// bob got {"type":"leave"}
 }
 
-// startSystem runs an embedded NATS server, the registry and an edge on a
-// free loopback port, and returns the edge's URL and a function that stops
-// everything in order.
-func startSystem() (url string, stop func()) {
-	dir, err := os.MkdirTemp("", "signal-example-")
+// A room: join it, see who is there, send every member a message, watch a
+// name, and read what comes.
+func ExampleClient_Join() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, "ws://localhost:9090/", nil)
 	if err != nil {
 		log.Fatal(err)
 	}
-	ns, err := embed.Start(embed.Config{Listen: "127.0.0.1:0", StoreDir: dir})
-	if err != nil {
+	defer c.Close()
+	if _, err := c.Login(ctx, "bot"); err != nil {
 		log.Fatal(err)
 	}
-	quiet := slog.New(slog.DiscardHandler)
-	connect := func(name string) *nats.Conn {
-		nc, err := nats.Connect(ns.ClientURL(), nats.Name(name))
+	users, err := c.Join(ctx, "standup")
+	if errors.Is(err, client.ErrRefused) {
+		log.Fatal(err) // e.g. room is full
+	} else if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("already in the room:", users)
+	if err := c.RoomMessage("standup", map[string]string{"text": "hello, room"}); err != nil {
+		log.Fatal(err)
+	}
+	if err := c.Watch("alice"); err != nil {
+		log.Fatal(err)
+	}
+	for {
+		m, err := c.Recv(ctx)
 		if err != nil {
 			log.Fatal(err)
 		}
-		return nc
+		switch m.Type {
+		case "joined", "parted":
+			fmt.Println(m.Name, m.Type, m.Room)
+		case "message":
+			fmt.Printf("%s says %s (room %q)\n", m.Name, m.Data, m.Room)
+		case "presence":
+			fmt.Println(m.Name, "online:", m.Online)
+		case "offer":
+			// A member calls: answer it as in a one-to-one call.
+		}
 	}
+}
 
-	rnc := connect("registry")
-	reg, err := registry.New(context.Background(), registry.Config{NC: rnc, Logger: quiet})
+// A session that survives a lost connection: log in resumable, and after a
+// drop, resume with the token on any edge within the grace.
+func ExampleClient_Resume() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, "ws://localhost:9090/", nil)
 	if err != nil {
 		log.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	m, err := c.LoginResumable(ctx, "alice")
 	if err != nil {
 		log.Fatal(err)
 	}
-	enc := connect("edge")
-	e, err := edge.New(edge.Config{NC: enc, ID: "example", Listen: ln.Addr().String(), Logger: quiet})
-	if err != nil {
-		log.Fatal(err)
-	}
-	go func() { _ = e.Serve(ln) }()
+	token := m.Resume
+	_ = c.Abort() // the network goes away: no close frame, the session is held
 
-	return "ws://" + ln.Addr().String() + "/", func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = e.Shutdown(ctx)
-		enc.Close()
-		_ = reg.Stop()
-		rnc.Close()
-		ns.Shutdown()
-		ns.WaitForShutdown()
-		_ = os.RemoveAll(dir)
+	c, err = client.Dial(ctx, "ws://localhost:9091/", nil) // another edge
+	if err != nil {
+		log.Fatal(err)
 	}
+	defer c.Close()
+	m, err = c.Resume(ctx, "alice", token)
+	if errors.Is(err, client.ErrBadResumeToken) {
+		log.Fatal("not our session")
+	} else if err != nil {
+		log.Fatal(err)
+	}
+	// Resumed: what was sent to alice meanwhile follows, in order; the
+	// peers kept the call. Not resumed: the grace had passed and this is a
+	// fresh login.
+	fmt.Println("resumed:", m.Resumed, "next token:", m.Resume != "")
 }
