@@ -67,6 +67,7 @@ type conn struct {
 
 	wmu       sync.Mutex
 	streamOff uint64    // bytes of the frames accepted for the socket so far
+	texts     uint64    // text frames accepted for the socket so far
 	track     *sentRing // frames of a resumable session not known delivered; nil: not tracked
 	base      uint64    // the socket's byte count before the first frame (tracking)
 	queue     []outFrame
@@ -182,14 +183,8 @@ func (c *conn) teardown() {
 	c.wmu.Lock()
 	c.done = true
 	writing := c.writing
-	track := c.track
-	c.track = nil
+	track := c.detachTrack()
 	c.wmu.Unlock()
-	// What the client's TCP stack has not acknowledged, it did not get.
-	var undelivered []keptFrame
-	if track != nil {
-		undelivered = track.after(ackedSoFar(c) - c.base)
-	}
 	if !writing {
 		go c.lingerClose()
 	}
@@ -198,7 +193,7 @@ func (c *conn) teardown() {
 	s := c.sess
 	c.smu.Unlock()
 	if s != nil {
-		s.connEnded(c, undelivered)
+		s.connEnded(c, track)
 	}
 	e := c.e
 	e.conns.remove(c)
@@ -208,18 +203,25 @@ func (c *conn) teardown() {
 }
 
 // sentRing holds the frames of a resumable session written (or queued) to
-// its socket, with where each ends in the byte stream, until they are
-// older than the resume bounds: when the connection drops, those beyond
-// what the client's TCP stack acknowledged go back to the held session.
+// its socket since its login reply, each with where it ends in the byte
+// stream and its number among the text frames of the connection, until
+// they are older than the resume bounds. When the connection drops, the
+// held session keeps them: a resuming client that says how many frames it
+// received ("received") gets exactly those after them; one that does not
+// gets those beyond what its TCP stack acknowledged.
 type sentRing struct {
 	frames []keptFrame
-	ends   []uint64
+	ends   []uint64 // byte offset of each frame's end
+	idx    []uint64 // each frame's number among the connection's text frames
 	bytes  int
+	login  uint64 // the number of the login reply's frame
+	acked  uint64 // bytes the client's TCP stack acknowledged (set when detached)
 }
 
-func (r *sentRing) add(f keptFrame, end uint64, maxFrames, maxBytes int) {
+func (r *sentRing) add(f keptFrame, end, idx uint64, maxFrames, maxBytes int) {
 	r.frames = append(r.frames, f)
 	r.ends = append(r.ends, end)
+	r.idx = append(r.idx, idx)
 	r.bytes += len(f.data)
 	drop := 0
 	for len(r.frames)-drop > maxFrames || r.bytes > maxBytes {
@@ -230,15 +232,32 @@ func (r *sentRing) add(f keptFrame, end uint64, maxFrames, maxBytes int) {
 		clear(r.frames[:drop])
 		r.frames = append(r.frames[:0], r.frames[drop:]...)
 		r.ends = append(r.ends[:0], r.ends[drop:]...)
+		r.idx = append(r.idx[:0], r.idx[drop:]...)
 	}
 }
 
-// after returns the frames that end beyond byte acked.
-func (r *sentRing) after(acked uint64) []keptFrame {
-	for i, end := range r.ends {
-		if end > acked {
+// undelivered returns the frames the client did not get: those after the
+// first received frames after the login reply when received >= 0, else
+// those that end beyond what its TCP stack acknowledged.
+func (r *sentRing) undelivered(received int64) []keptFrame {
+	if r == nil {
+		return nil
+	}
+	for i := range r.frames {
+		if received >= 0 && r.idx[i] > r.login+uint64(received) || received < 0 && r.ends[i] > r.acked {
 			return r.frames[i:]
 		}
 	}
 	return nil
+}
+
+// detachTrack takes the connection's ring, noting what the client's TCP
+// stack acknowledged; c.wmu is held.
+func (c *conn) detachTrack() *sentRing {
+	r := c.track
+	c.track = nil
+	if r != nil {
+		r.acked = ackedSoFar(c) - c.base
+	}
+	return r
 }

@@ -20,6 +20,9 @@ import (
 type loginExtras struct {
 	Resumable json.RawMessage `json:"resumable"`
 	Resume    json.RawMessage `json:"resume"`
+	// Received, with resume, is how many frames the client received on
+	// its last connection after that connection's login reply.
+	Received json.RawMessage `json:"received"`
 }
 
 // Messages of refused logins (the "message" of a login reply with success
@@ -73,6 +76,10 @@ func (c *conn) login(f *protocol.Frame, data []byte) {
 		_ = json.Unmarshal(x.Resume, &resume)
 	}
 	resumable := string(x.Resumable) == "true" || resume != ""
+	var received *int64
+	if n, err := strconv.ParseInt(string(x.Received), 10, 64); err == nil && n >= 0 {
+		received = &n
+	}
 	name := string(f.Name)
 	s := newSession(e, name, names.Token(name), randomID(8), resumable)
 	var token string
@@ -141,7 +148,7 @@ func (c *conn) login(f *protocol.Frame, data []byte) {
 	}
 	reply := c.loginOK(s, token, rep.Resumed)
 	if rep.Resumed {
-		e.takeOver(c, s, rep, reply)
+		e.takeOver(c, s, rep, reply, received)
 		e.stats.logins[loginResumed].Add(1)
 	} else {
 		s.goLive(c, reply, nil, nil)
@@ -157,26 +164,26 @@ func (s *session) goLive(c *conn, reply []byte, handed []keptFrame, seen map[str
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c.enqueue(ws.OpText, reply)
-	for _, f := range handed {
-		c.enqueue(ws.OpText, f.data)
+	if s.resumable && c.raw != nil {
+		c.wmu.Lock()
+		c.track = &sentRing{login: c.texts}
+		c.wmu.Unlock()
+	}
+	for i := range handed {
+		c.enqueueKept(ws.OpText, handed[i].data, &handed[i])
 	}
 	s.seen = seen
-	for _, f := range s.queue {
+	for i, f := range s.queue {
 		if seen != nil && s.duplicate(f) {
 			s.e.stats.duplicates.Add(1)
 			continue
 		}
 		s.peerEffect(protocol.FrameType(f.data), f.from)
-		c.enqueue(ws.OpText, f.data)
+		c.enqueueKept(ws.OpText, f.data, &s.queue[i])
 	}
 	s.queue, s.qbytes = nil, 0
 	s.conn = c
 	s.state = sesLive
-	if s.resumable && c.raw != nil {
-		c.wmu.Lock()
-		c.track = new(sentRing)
-		c.wmu.Unlock()
-	}
 }
 
 // loginOK builds the reply of a successful login:

@@ -120,6 +120,9 @@ func (e *Edge) handOver(in wire.HandoverRequest) wire.HandoverReply {
 		stale = s.conn
 		s.conn = nil
 		e.stats.users.Add(-1)
+		stale.wmu.Lock()
+		s.sent = stale.detachTrack()
+		stale.wmu.Unlock()
 	case sesHeld:
 		s.timer.Stop()
 		e.stats.held.Add(-1)
@@ -144,8 +147,14 @@ func (e *Edge) handOver(in wire.HandoverRequest) wire.HandoverReply {
 		e.rooms.leave(rt, s)
 	}
 	s.mu.Lock()
-	out := wire.HandoverReply{OK: true, Frames: make([]wire.HeldFrame, 0, len(s.queue))}
-	for _, f := range s.queue {
+	received := int64(-1)
+	if in.Received != nil {
+		received = *in.Received
+	}
+	frames := append(s.sent.undelivered(received), s.queue...)
+	s.sent = nil
+	out := wire.HandoverReply{OK: true, Frames: make([]wire.HeldFrame, 0, len(frames))}
+	for _, f := range frames {
 		out.Frames = append(out.Frames, wire.HeldFrame{Data: f.data, Seq: f.seq, From: f.from, Reply: f.reply})
 	}
 	for p := range s.peers {
@@ -169,7 +178,7 @@ func (e *Edge) handOver(in wire.HandoverRequest) wire.HandoverReply {
 // subscribed here, the old edge hands over what it kept, and the session
 // goes live. When the old edge does not answer (it died), the session goes
 // live with what this edge received itself.
-func (e *Edge) takeOver(c *conn, s *session, rep wire.LoginReply, reply []byte) {
+func (e *Edge) takeOver(c *conn, s *session, rep wire.LoginReply, reply []byte, received *int64) {
 	for _, room := range rep.Rooms {
 		if names.Check(room) != nil {
 			continue
@@ -187,7 +196,7 @@ func (e *Edge) takeOver(c *conn, s *session, rep wire.LoginReply, reply []byte) 
 	var hr wire.HandoverReply
 	if p := rep.Prev; p != nil {
 		ctx, cancel := e.reqCtx()
-		err := e.ask(ctx, subject.EdgeHandover(p.Edge), wire.HandoverRequest{Session: p.Session, Token: s.token, Edge: e.cfg.ID, Instance: e.instance}, &hr)
+		err := e.ask(ctx, subject.EdgeHandover(p.Edge), wire.HandoverRequest{Session: p.Session, Token: s.token, Edge: e.cfg.ID, Instance: e.instance, Received: received}, &hr)
 		cancel()
 		if err != nil || !hr.OK {
 			e.stats.dropped[dropHandover].Add(1)

@@ -52,6 +52,7 @@ type session struct {
 	watches map[string]*watchState
 	seen    map[string]uint64 // moving: the highest seq per sender in the hand-over
 	late    []keptFrame       // frames its connection did not take after it ended
+	sent    *sentRing         // held: what its last connection was sent (recovered on resume)
 }
 
 type sessState uint8
@@ -184,11 +185,11 @@ func (s *session) undelivered(c *conn, f keptFrame, room bool) {
 func (s *session) local(data []byte) { s.deliver(keptFrame{data: data}, true) }
 
 // connEnded ends the session of a connection that ended: held for a resume
-// if it is resumable and no close frame was exchanged, else released.
-// undelivered are the frames written to the socket that its client's TCP
-// stack never acknowledged (a resumable session on a tracked socket): a
-// held session keeps them, first.
-func (s *session) connEnded(c *conn, undelivered []keptFrame) {
+// if it is resumable and no close frame was exchanged, else released. sent
+// is what the connection was sent since its login reply (a resumable
+// session on a tracked socket): a held session keeps it, so that its
+// resume gets again what the client did not receive.
+func (s *session) connEnded(c *conn, sent *sentRing) {
 	e := s.e
 	s.mu.Lock()
 	if s.conn != c || s.state != sesLive {
@@ -197,13 +198,14 @@ func (s *session) connEnded(c *conn, undelivered []keptFrame) {
 	}
 	s.conn = nil
 	e.stats.users.Add(-1)
-	kept := append(undelivered[:len(undelivered):len(undelivered)], s.late...)
+	late := s.late
 	s.late = nil
 	if s.resumable && !c.deliberate.Load() && !c.revoked.Load() && e.cfg.ResumeGrace > 0 && !e.closing.Load() {
 		s.state = sesHeld
 		s.seen = nil
+		s.sent = sent
 		var over []keptFrame
-		for _, f := range kept {
+		for _, f := range late {
 			if len(s.queue) < e.cfg.ResumeFrames && s.qbytes+len(f.data) <= e.cfg.ResumeBytes {
 				s.queue = append(s.queue, f)
 				s.qbytes += len(f.data)
@@ -214,7 +216,7 @@ func (s *session) connEnded(c *conn, undelivered []keptFrame) {
 		s.timer = time.AfterFunc(e.cfg.ResumeGrace, s.expire)
 		s.mu.Unlock()
 		e.stats.held.Add(1)
-		e.stats.kept.Add(uint64(len(kept) - len(over)))
+		e.stats.kept.Add(uint64(len(late) - len(over)))
 		for _, f := range over {
 			e.stats.dropped[dropBound].Add(1)
 			e.refuse(f.reply)
@@ -222,7 +224,7 @@ func (s *session) connEnded(c *conn, undelivered []keptFrame) {
 		return
 	}
 	s.state = sesEnded
-	s.queue = append(s.queue, s.late...)
+	s.queue = append(s.queue, late...)
 	s.mu.Unlock()
 	if c.revoked.Load() {
 		s.forget()
@@ -252,7 +254,10 @@ func (s *session) finish(tellPeers bool, reason string) {
 	s.mu.Lock()
 	peers := s.peers
 	s.peers = nil
-	queue := s.queue
+	// What its last connection was sent and it did not receive, as far as
+	// the TCP stack tells, then what was kept.
+	queue := append(s.sent.undelivered(-1), s.queue...)
+	s.sent = nil
 	s.queue, s.qbytes = nil, 0
 	s.mu.Unlock()
 	for _, f := range queue {

@@ -79,8 +79,11 @@ func (c *conn) enqueueKept(op ws.OpCode, data []byte, kf *keptFrame) bool {
 	// Where this frame ends in the byte stream to the client: frames are
 	// written in the order they are accepted here.
 	c.streamOff += uint64(frameHeaderLen(len(data)) + len(data))
+	if op == ws.OpText {
+		c.texts++
+	}
 	if c.track != nil && kf != nil {
-		c.track.add(*kf, c.streamOff, c.e.cfg.ResumeFrames, c.e.cfg.ResumeBytes)
+		c.track.add(*kf, c.streamOff, c.texts, c.e.cfg.ResumeFrames, c.e.cfg.ResumeBytes)
 	}
 	if op == ws.OpClose {
 		c.closeSent = true

@@ -86,6 +86,7 @@ export class Signal extends EventTarget {
     this.loggedIn = false;
     this.resumable = false;
     this.resumeToken = '';
+    this._received = 0; // text frames since the last successful login reply
     this.iceServers = [];
     this.rooms = new Map();
     this.presence = new Map();
@@ -135,6 +136,9 @@ export class Signal extends EventTarget {
     };
     ws.onmessage = (ev) => {
       if (this._ws !== ws) return;
+      // Every text frame after a successful login reply counts: a resume
+      // says how many arrived, so that the edge re-sends exactly the rest.
+      this._received++;
       let m;
       try {
         m = JSON.parse(ev.data);
@@ -241,7 +245,10 @@ export class Signal extends EventTarget {
   _sendLogin(tries = 0) {
     const frame = { type: 'login', name: this.name };
     if (this.resumable) frame.resumable = true;
-    if (this._resuming && this.resumeToken) frame.resume = this.resumeToken;
+    if (this._resuming && this.resumeToken) {
+      frame.resume = this.resumeToken;
+      frame.received = this._received;
+    }
     this._pending = { auto: !this._loginWait, tries };
     this.send(frame);
   }
@@ -252,6 +259,7 @@ export class Signal extends EventTarget {
     if (!p) return;
     const wait = this._loginWait;
     if (m.success === true) {
+      this._received = 0;
       this._loginWait = null;
       this.loggedIn = true;
       this._retry = 0;

@@ -91,6 +91,7 @@ type Client struct {
 	queue    []Message
 	changed  chan struct{} // closed and replaced when queue or closed change
 	closed   bool
+	received int64 // text frames read since the last successful login reply
 	closeErr error
 	code     ws.StatusCode
 	reason   string
@@ -171,6 +172,11 @@ func (c *Client) readLoop(r io.Reader) {
 		}
 		msg = nil
 		c.mu.Lock()
+		if m.Type == "login" && m.Success {
+			c.received = 0
+		} else {
+			c.received++
+		}
 		c.queue = append(c.queue, m)
 		c.wakeLocked()
 		c.mu.Unlock()
@@ -277,6 +283,16 @@ func (c *Client) LoginResumable(ctx context.Context, name string) (Message, erro
 	return c.login(ctx, loginFrame{Type: "login", Name: name, Resumable: true})
 }
 
+// Received returns how many text frames the client has read off its
+// connection since the last successful login reply (queued or taken by
+// Recv): what a resume on another connection reports (ResumeFrom), so that
+// the edge sends again exactly what this connection did not get.
+func (c *Client) Received() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.received
+}
+
 // Resume logs in as name with the token of its last login reply. When the
 // session is held, it is taken over: m.Resumed is true, frames kept for it
 // follow the reply (Recv them), the peers keep the call and m.Resume is the
@@ -284,7 +300,20 @@ func (c *Client) LoginResumable(ctx context.Context, name string) (Message, erro
 // m.Resumed false. A token that does not match gives ErrBadResumeToken, any
 // other refusal ErrNameTaken.
 func (c *Client) Resume(ctx context.Context, name, token string) (Message, error) {
-	m, err := c.login(ctx, loginFrame{Type: "login", Name: name, Resume: token})
+	return c.resume(ctx, loginFrame{Type: "login", Name: name, Resume: token})
+}
+
+// ResumeFrom is Resume for a client that knows how many frames its last
+// connection received after its login reply (that client's Received): the
+// edge then delivers exactly the frames after those, once, whatever the
+// drop left unread in the socket. Resume without it relies on what the
+// old connection's TCP stack acknowledged, which a reset can blur.
+func (c *Client) ResumeFrom(ctx context.Context, name, token string, received int64) (Message, error) {
+	return c.resume(ctx, loginFrame{Type: "login", Name: name, Resume: token, Received: &received})
+}
+
+func (c *Client) resume(ctx context.Context, f loginFrame) (Message, error) {
+	m, err := c.login(ctx, f)
 	if errors.Is(err, ErrNameTaken) && m.Message == "resume token does not match" {
 		return m, ErrBadResumeToken
 	}
@@ -296,6 +325,7 @@ type loginFrame struct {
 	Name      string `json:"name"`
 	Resumable bool   `json:"resumable,omitempty"`
 	Resume    string `json:"resume,omitempty"`
+	Received  *int64 `json:"received,omitempty"`
 }
 
 func (c *Client) login(ctx context.Context, f loginFrame) (Message, error) {

@@ -207,6 +207,11 @@ type HandoverRequest struct {
 	Token    string `json:"token"`   // its name token
 	Edge     string `json:"edge"`    // the edge that took it over
 	Instance string `json:"instance"`
+	// Received, when set, is how many frames the client says it received
+	// on its last connection after the login reply: the old edge hands
+	// over exactly those after them. Unset: it goes by what the client's
+	// TCP stack acknowledged.
+	Received *int64 `json:"received,omitempty"`
 }
 
 // HandoverReply carries a held session's state to its new edge: the frames
