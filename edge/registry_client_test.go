@@ -186,3 +186,43 @@ func TestLoginDuringShutdown(t *testing.T) {
 		t.Fatalf("Shutdown: %v", err)
 	}
 }
+
+// TestRegistryDiesMidRequest: a registry instance that takes a login and
+// dies with it: the edge's attempt times out and the next one goes to
+// another instance; the login succeeds, once.
+func TestRegistryDiesMidRequest(t *testing.T) {
+	s := stack.Start(t, stack.Options{Edge: edge.Config{RegistryTimeout: 2 * time.Second}})
+	doomed := s.Conn("doomed-registry")
+	took := make(chan string, 1)
+	if _, err := doomed.QueueSubscribe(subject.RegistryLogin, subject.RegistryGroup, func(m *nats.Msg) {
+		var req wire.LoginRequest
+		_ = json.Unmarshal(m.Data, &req)
+		select {
+		case took <- req.Name:
+		default:
+		}
+		go doomed.Close() // dies with the request, unanswered
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := doomed.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		name := fmt.Sprint("n", i)
+		start := time.Now()
+		login(t, s.Edges[0].URL, name)
+		select {
+		case got := <-took:
+			if got != name {
+				t.Fatalf("the doomed registry took %q, the login was %q", got, name)
+			}
+			t.Logf("login %q survived its registry's death: %v (the attempt timeout is a quarter of the registry timeout)", name, time.Since(start))
+			return
+		default:
+		}
+		if i > 50 {
+			t.Fatal("the doomed registry never got a login")
+		}
+	}
+}
