@@ -344,7 +344,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 		e.poll.close()
 	}
 	// Every session's subscription goes before its dispatcher channel.
-	for _, s := range e.sessions.all() {
+	for _, s := range e.sessions.close() {
 		s.unsubscribe()
 	}
 	e.rooms.unsubscribeAll()

@@ -405,8 +405,8 @@ func (t *sessionTable) remove(s *session) {
 	t.mu.Unlock()
 }
 
-// all returns every session and closes the table to new ones.
-func (t *sessionTable) all() []*session {
+// close closes the table to new sessions and returns every session.
+func (t *sessionTable) close() []*session {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.closed = true
