@@ -52,7 +52,7 @@ func (e *Edge) deliver(m *nats.Msg) {
 	}
 	// Not (or no longer) subscribed here: the session ended.
 	e.stats.dropped[dropEnded].Add(1)
-	e.refuse(m.Reply)
+	e.refuse(frameOf(m))
 }
 
 // mark returns once the dispatcher ch has delivered everything queued in it
@@ -73,24 +73,38 @@ func (e *Edge) mark(ch chan *nats.Msg) {
 	}
 }
 
-// refuse tells the sender of a relayed frame (through its reply subject)
-// that the target is not online, because its edge could not keep the
-// frame. The sender's edge turns that into an error frame (onReply).
-func (e *Edge) refuse(reply string) {
-	if reply == "" || !strings.HasPrefix(reply, "_INBOX.") {
+// refuse tells the sender of a relayed frame that the target is not online,
+// because its edge could not keep the frame: the sender's edge hears it on
+// its refusal subject (with the frame's reply subject, which names the
+// connection and the target) and turns it into an error frame (onRefused).
+func (e *Edge) refuse(f keptFrame) {
+	if f.reply == "" || f.edge == "" || !strings.HasPrefix(f.reply, "_INBOX.") {
 		return
 	}
-	m := nats.Msg{Subject: reply, Header: nats.Header{subject.HeaderRefused: {subject.RefusedNotOnline}}}
-	_ = e.nc.PublishMsg(&m)
+	_ = e.nc.Publish(subject.EdgeRefused(f.edge), []byte(f.reply))
 }
 
-// onReply turns NATS's "no responders" status for a relayed frame, or a
-// refusal from the target's edge, into an error frame for its sender.
+// onReply turns NATS's "no responders" status for a relayed frame into an
+// error frame for its sender.
 func (e *Edge) onReply(m *nats.Msg) {
-	if m.Header.Get("Status") != "503" && m.Header.Get(subject.HeaderRefused) == "" {
+	if m.Header.Get("Status") == "503" {
+		e.notOnline(m.Subject)
+	}
+}
+
+// onRefused turns a refusal by a target's edge into an error frame for the
+// sender of the frame.
+func (e *Edge) onRefused(m *nats.Msg) { e.notOnline(string(m.Data)) }
+
+// notOnline tells the connection that sent the frame whose reply subject
+// is reply that its target is not online. The peer stays in the
+// connection's peer set: the target may be gone for good (its edge died)
+// and its release then sends leave.
+func (e *Edge) notOnline(reply string) {
+	rest, ok := strings.CutPrefix(reply, e.nrPrefix)
+	if !ok {
 		return
 	}
-	rest := strings.TrimPrefix(m.Subject, e.nrPrefix)
 	idStr, tok, ok := strings.Cut(rest, ".")
 	if !ok {
 		return
@@ -103,17 +117,9 @@ func (e *Edge) onReply(m *nats.Msg) {
 	if err != nil {
 		return
 	}
-	c := e.conns.get(id)
-	if c == nil {
-		return
+	if c := e.conns.get(id); c != nil {
+		c.notOnline(tok, name, false)
 	}
-	c.smu.Lock()
-	s := c.sess
-	c.smu.Unlock()
-	if s != nil {
-		s.removePeer(tok)
-	}
-	c.notOnline(tok, name, false)
 }
 
 // onAsyncError is the NATS connection's error handler while the edge runs

@@ -18,6 +18,7 @@ const (
 	errNoTarget      = `missing "name": the user to send to`
 	errBusDown       = "signaling is unavailable (no connection to NATS); try again"
 	errInvalidTarget = "invalid name: "
+	errPaused        = "signaling is unavailable (this edge is checking its sessions after a pause); try again"
 )
 
 // framePool holds parsed frames: a Frame carries parser scratch space that
@@ -31,6 +32,12 @@ func (c *conn) message(op ws.OpCode, data []byte) bool {
 	}
 	if drop, ok := c.limited(); drop {
 		return ok
+	}
+	if c.e.suspect.Load() || c.e.paused() {
+		// The edge was frozen: its names may be someone else's now. Until
+		// its heartbeat has checked every session, nothing counts.
+		c.sendError(reasonBusDown, errPaused)
+		return true
 	}
 	if op == ws.OpBinary {
 		c.sendError(reasonBinary, "binary frames are not supported: send JSON text frames")

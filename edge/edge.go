@@ -94,6 +94,12 @@ type Edge struct {
 	cancelStop context.CancelFunc
 	checks     chan struct{} // bounds the online checks in flight
 
+	// The heartbeat's last tick (Unix ns), and whether the sessions are to
+	// be checked before clients may send again (the edge was paused).
+	lastTick  atomic.Int64
+	suspect   atomic.Bool
+	verifying sync.Mutex
+
 	prevErrHandler nats.ErrHandler // the connection's, restored by Shutdown
 
 	stats *stats
@@ -136,6 +142,7 @@ func New(cfg Config) (*Edge, error) {
 		fn   nats.MsgHandler
 	}{
 		{e.nrPrefix + ">", e.onReply},
+		{subject.EdgeRefused(cfg.ID), e.onRefused},
 		{subject.PresenceOfflineAll, e.onOffline},
 		{subject.PresenceOnlineAll, e.onOnline},
 	} {

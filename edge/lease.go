@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,15 +20,20 @@ import (
 // edge stops (or is cut off), the lease lapses and the registry releases
 // them. After a gap, the sessions are checked against the users bucket,
 // off this goroutine, so that a long check cannot lapse the lease itself;
-// when the heartbeats keep failing for FenceAfter, the edge fences itself
-// (fence).
+// when the heartbeats keep failing for FenceAfter and no registry answers
+// either (a partition, not a JetStream election that holds the registry up
+// too), the edge fences itself (fence).
+//
+// A tick long overdue means this process was frozen (SIGSTOP, a stuck VM)
+// or starved: the registry may have released its names meanwhile. From
+// the moment any goroutine notices (paused), clients' messages are refused
+// until a heartbeat went through and every session was checked.
 func (e *Edge) heartbeat() {
 	t := time.NewTicker(e.cfg.Heartbeat)
 	defer t.Stop()
 	var kv jetstream.KeyValue
-	lastOK, lastTick := time.Now(), time.Now()
+	lastOK := time.Now()
 	fenced := false
-	var verifying sync.Mutex
 	put := func() bool {
 		if !e.nc.IsConnected() {
 			return false
@@ -51,31 +57,41 @@ func (e *Edge) heartbeat() {
 		return true
 	}
 	beat := func() {
-		now := time.Now()
-		// A tick long overdue: this process was frozen (SIGSTOP) or starved.
-		// It gets one heartbeat to find out what changed (and a check of
-		// every session) before it fences itself.
-		woke := now.Sub(lastTick) > 2*e.cfg.Heartbeat
-		lastTick = now
+		woke := e.paused()
+		e.lastTick.Store(time.Now().UnixNano())
+		if woke {
+			e.suspect.Store(true)
+			e.log.Warn("the edge was paused (frozen or starved); refusing messages until every session is checked")
+		}
 		if !put() {
-			if e.cfg.FenceAfter > 0 && !fenced && time.Since(lastOK) > e.cfg.FenceAfter && (!woke || !e.nc.IsConnected()) {
+			if e.cfg.FenceAfter > 0 && !fenced && time.Since(lastOK) > e.cfg.FenceAfter && !e.registryAnswers() {
 				fenced = true
 				e.tryBG(e.fence)
 			}
 			return
 		}
-		if gap := time.Since(lastOK); gap > e.cfg.Heartbeat*3/2 && verifying.TryLock() {
-			// Cut off for a while: the registry may have released names
-			// held here meanwhile, and its presence.offline events were
-			// lost with the connection. Check every session.
-			e.log.Warn("heartbeats resumed after a gap; checking every session's name", "gap", gap.Round(time.Millisecond).String())
-			if !e.tryBG(func() { defer verifying.Unlock(); e.verifySessions() }) {
-				verifying.Unlock()
-			}
-		}
+		gap := time.Since(lastOK)
 		lastOK = time.Now()
 		fenced = false
+		if gap <= e.cfg.Heartbeat*3/2 && !e.suspect.Load() {
+			return
+		}
+		// Cut off or paused for a while: the registry may have released
+		// names held here meanwhile, and its presence.offline events were
+		// lost with the connection. Check every session.
+		if e.verifying.TryLock() {
+			e.log.Warn("heartbeats resumed after a gap; checking every session's name", "gap", gap.Round(time.Millisecond).String())
+			if !e.tryBG(func() {
+				defer e.verifying.Unlock()
+				if e.verifySessions() {
+					e.suspect.Store(false)
+				}
+			}) {
+				e.verifying.Unlock()
+			}
+		}
 	}
+	e.lastTick.Store(time.Now().UnixNano())
 	beat()
 	for {
 		select {
@@ -85,6 +101,24 @@ func (e *Edge) heartbeat() {
 			return
 		}
 	}
+}
+
+// paused reports whether the heartbeat is long overdue: this process was
+// frozen or starved (its lease may have lapsed meanwhile).
+func (e *Edge) paused() bool {
+	last := e.lastTick.Load()
+	return last != 0 && time.Now().UnixNano()-last > int64(2*e.cfg.Heartbeat)
+}
+
+// registryAnswers reports whether a registry instance answers a micro ping:
+// when heartbeats fail but a registry answers, JetStream is electing a
+// leader (which holds the registry's releases up too), not a partition.
+func (e *Edge) registryAnswers() bool {
+	if !e.nc.IsConnected() {
+		return false
+	}
+	_, err := e.nc.Request("$SRV.PING.registry", nil, min(e.cfg.Heartbeat, time.Second))
+	return err == nil
 }
 
 // fence closes every session of an edge whose heartbeats have failed for
@@ -126,12 +160,14 @@ const verifyParallel = 32
 
 // verifySessions closes (4001) every session whose name's entry in the
 // users bucket is no longer the one its login created, so that no name is
-// ever served twice after a partition. The reads go 32 at a time.
-func (e *Edge) verifySessions() {
+// ever served twice after a partition. The reads go 32 at a time. It
+// reports whether every session could be checked.
+func (e *Edge) verifySessions() bool {
 	kv := e.usersKV()
 	if kv == nil {
-		return
+		return false
 	}
+	var unknown atomic.Bool
 	var mu sync.Mutex
 	lost := 0
 	sem := make(chan struct{}, verifyParallel)
@@ -147,7 +183,7 @@ func (e *Edge) verifySessions() {
 		case sem <- struct{}{}:
 		case <-e.stop:
 			wg.Wait()
-			return
+			return false
 		}
 		wg.Add(1)
 		go func() {
@@ -159,6 +195,7 @@ func (e *Edge) verifySessions() {
 			switch {
 			case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
 			case err != nil:
+				unknown.Store(true)
 				return // cannot tell; the next gap will
 			case entry.Revision() == s.rev:
 				return
@@ -173,4 +210,5 @@ func (e *Edge) verifySessions() {
 	if lost > 0 {
 		e.log.Warn("closed sessions whose names were released while this edge was cut off", "sessions", lost)
 	}
+	return !unknown.Load()
 }

@@ -16,6 +16,7 @@ func (e *Edge) pinger() {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	var conns, due []*conn
+	last := time.Now()
 	for {
 		select {
 		case <-t.C:
@@ -24,6 +25,14 @@ func (e *Edge) pinger() {
 		}
 		now := time.Now().UnixNano()
 		conns = e.conns.all(conns[:0])
+		if woke := time.Since(last) > 4*tick; woke {
+			// This process was paused (frozen, starved): its clients' silence
+			// is its own. Their silence counts from now.
+			for _, c := range conns {
+				c.lastRead.Store(now)
+			}
+		}
+		last = time.Now()
 		due = due[:0]
 		for _, c := range conns {
 			idle := time.Duration(now - c.lastRead.Load())

@@ -164,16 +164,26 @@ func (s *session) logoutRequest(reason string) wire.LogoutRequest {
 // meanwhile.
 type retryQueue struct {
 	mu   sync.Mutex
-	reqs []wire.LogoutRequest
+	reqs []retryItem
 }
 
-func (q *retryQueue) add(r wire.LogoutRequest) {
+// retryItem is a logout to try again. Until a time (a login whose reply was
+// lost), "not found" is not an answer either: the registry's create may
+// still land, a JetStream leader election later.
+type retryItem struct {
+	req   wire.LogoutRequest
+	until time.Time
+}
+
+func (q *retryQueue) add(r wire.LogoutRequest) { q.addItem(retryItem{req: r}) }
+
+func (q *retryQueue) addItem(it retryItem) {
 	q.mu.Lock()
-	q.reqs = append(q.reqs, r)
+	q.reqs = append(q.reqs, it)
 	q.mu.Unlock()
 }
 
-func (q *retryQueue) take() []wire.LogoutRequest {
+func (q *retryQueue) take() []retryItem {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	r := q.reqs
@@ -203,10 +213,10 @@ func (e *Edge) logoutRetrier() {
 		}
 		pending := e.retry.take()
 		if len(pending) > 0 && (final || e.nc.IsConnected()) {
-			e.retryLogouts(pending)
+			e.retryLogouts(pending, final)
 		} else {
 			for _, r := range pending {
-				e.retry.add(r)
+				e.retry.addItem(r)
 			}
 		}
 		if final {
@@ -215,12 +225,13 @@ func (e *Edge) logoutRetrier() {
 	}
 }
 
-// retryLogouts sends reqs, at most 16 at a time, and queues again those
-// that fail.
-func (e *Edge) retryLogouts(reqs []wire.LogoutRequest) {
+// retryLogouts sends items, at most 16 at a time, and queues again those
+// that fail (or find nothing while they should keep looking; not in the
+// final pass).
+func (e *Edge) retryLogouts(items []retryItem, final bool) {
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
-	for _, r := range reqs {
+	for _, it := range items {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
@@ -229,8 +240,9 @@ func (e *Edge) retryLogouts(reqs []wire.LogoutRequest) {
 			ctx, cancel := e.reqCtx()
 			defer cancel()
 			var rep wire.LogoutReply
-			if err := e.call(ctx, subject.RegistryLogout, r, &rep); err != nil {
-				e.retry.add(r)
+			err := e.call(ctx, subject.RegistryLogout, it.req, &rep)
+			if err != nil || (!final && rep.Reason == wire.ReasonNotFound && time.Now().Before(it.until)) {
+				e.retry.addItem(it)
 			}
 		}()
 	}
@@ -241,5 +253,13 @@ func (e *Edge) retryLogouts(reqs []wire.LogoutRequest) {
 // registry may have created the entry. Without a revision, the logout
 // removes the entry only if it is still that session's.
 func (e *Edge) cleanupLogin(name, session string) {
-	e.retry.add(wire.LogoutRequest{Name: name, Session: session, Edge: e.cfg.ID, Instance: e.instance, Reason: events.ReasonClose})
+	e.retry.addItem(retryItem{
+		req:   wire.LogoutRequest{Name: name, Session: session, Edge: e.cfg.ID, Instance: e.instance, Reason: events.ReasonClose},
+		until: time.Now().Add(cleanupWindow),
+	})
 }
+
+// cleanupWindow is how long the logout of a login whose reply was lost
+// keeps looking for the entry: a create proposed before a JetStream leader
+// was lost lands once a new one is elected (seen: 4 to 13 s).
+const cleanupWindow = 30 * time.Second

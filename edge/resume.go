@@ -155,7 +155,7 @@ func (e *Edge) handOver(in wire.HandoverRequest) wire.HandoverReply {
 	s.sent = nil
 	out := wire.HandoverReply{OK: true, Frames: make([]wire.HeldFrame, 0, len(frames))}
 	for _, f := range frames {
-		out.Frames = append(out.Frames, wire.HeldFrame{Data: f.data, Seq: f.seq, From: f.from, Reply: f.reply})
+		out.Frames = append(out.Frames, wire.HeldFrame{Data: f.data, Seq: f.seq, From: f.from, Edge: f.edge, Reply: f.reply})
 	}
 	for p := range s.peers {
 		out.Peers = append(out.Peers, p)
@@ -206,7 +206,7 @@ func (e *Edge) takeOver(c *conn, s *session, rep wire.LoginReply, reply []byte, 
 	handed := make([]keptFrame, 0, len(hr.Frames))
 	seen := make(map[string]uint64)
 	for _, f := range hr.Frames {
-		handed = append(handed, keptFrame{data: f.Data, seq: f.Seq, from: f.From, reply: f.Reply})
+		handed = append(handed, keptFrame{data: f.Data, seq: f.Seq, from: f.From, edge: f.Edge, reply: f.Reply})
 		if sender, n, ok := splitSeq(f.Seq); ok && n > seen[sender] {
 			seen[sender] = n
 		}

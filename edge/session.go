@@ -72,7 +72,8 @@ type keptFrame struct {
 	data  []byte
 	seq   string // HeaderSeq: "<sender session>:<n>"
 	from  string // HeaderFrom
-	reply string // where a refusal goes
+	edge  string // HeaderEdge: the sender's edge, told of a refusal
+	reply string // the frame's reply subject, which a refusal names
 }
 
 func newSession(e *Edge, name, token, id string, resumable bool) *session {
@@ -91,6 +92,9 @@ func frameOf(m *nats.Msg) keptFrame {
 	}
 	if v := m.Header[subject.HeaderFrom]; len(v) > 0 {
 		f.from = v[0]
+	}
+	if v := m.Header[subject.HeaderEdge]; len(v) > 0 {
+		f.edge = v[0]
 	}
 	return f
 }
@@ -149,7 +153,7 @@ func (s *session) deliver(f keptFrame, room bool) {
 		e.stats.dropped[dropEnded].Add(1)
 	}
 	if !room {
-		e.refuse(f.reply)
+		e.refuse(f)
 	}
 }
 
@@ -219,7 +223,7 @@ func (s *session) connEnded(c *conn, sent *sentRing) {
 		e.stats.kept.Add(uint64(len(late) - len(over)))
 		for _, f := range over {
 			e.stats.dropped[dropBound].Add(1)
-			e.refuse(f.reply)
+			e.refuse(f)
 		}
 		return
 	}
@@ -262,7 +266,7 @@ func (s *session) finish(tellPeers bool, reason string) {
 	s.mu.Unlock()
 	for _, f := range queue {
 		e.stats.dropped[dropEnded].Add(1)
-		e.refuse(f.reply)
+		e.refuse(f)
 	}
 	for p := range peers {
 		e.peers.remove(p, s)

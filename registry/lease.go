@@ -103,8 +103,12 @@ func (v *view) lapsed(edge, instance string, now time.Time) bool {
 	return true
 }
 
-// releaseInstance releases every name an edge instance holds, at most 16 at
-// a time, and waits for them. why is for the log.
+// releaseParallel bounds the releases in flight of one dead edge: a few
+// hundred names are free within a few round trips of the bucket.
+const releaseParallel = 64
+
+// releaseInstance releases every name an edge instance holds,
+// releaseParallel at a time, and waits for them. why is for the log.
 func (v *view) releaseInstance(instance, reason, why string) {
 	held := v.namesOf(instance)
 	if len(held) == 0 {
@@ -116,7 +120,7 @@ func (v *view) releaseInstance(instance, reason, why string) {
 		break
 	}
 	v.r.log.Info("edge gone; releasing its names", "why", why, "names", len(held), "edge", edge, "instance", instance)
-	sem := make(chan struct{}, 16)
+	sem := make(chan struct{}, releaseParallel)
 	var wg sync.WaitGroup
 	for tok, h := range held {
 		if !v.claim(tok) {

@@ -72,12 +72,11 @@ const (
 	// sends: the edge that takes over a resumed session recognises by it a
 	// frame that reached both the old and the new edge.
 	HeaderSeq = "Signal-Seq"
-	// HeaderRefused, on a message to a relayed frame's reply subject, says
-	// that the target's edge refused the frame (its value is the reason:
-	// RefusedNotOnline); the sender's edge tells its client. NATS's own "no
-	// responders" status on the same subject means the same.
-	HeaderRefused    = "Signal-Refused"
-	RefusedNotOnline = "not_online"
+	// A frame the target's edge refuses (a held session's bounds, a grace
+	// that ended) is reported to the sender's edge on EdgeRefused (from the
+	// frame's HeaderEdge), with the frame's reply subject as payload; the
+	// sender's edge tells its client, as it does for NATS's "no
+	// responders" status on the reply subject itself.
 )
 
 // User returns the subject of the user whose name token is token.
@@ -103,6 +102,11 @@ func PresenceOffline(token string) string { return PresenceOfflinePrefix + token
 
 // EdgeStatus returns the subject of an edge's status endpoint.
 func EdgeStatus(id string) string { return EdgePrefix + id + ".status" }
+
+// EdgeRefused returns the subject on which an edge hears that frames its
+// clients sent were refused by the target's edge (payload: the frame's
+// reply subject).
+func EdgeRefused(id string) string { return EdgePrefix + id + ".refused" }
 
 // EdgeHandover returns the subject of an edge's hand-over endpoint.
 func EdgeHandover(id string) string { return EdgePrefix + id + ".handover" }

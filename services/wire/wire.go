@@ -233,7 +233,8 @@ type HeldFrame struct {
 	Data  json.RawMessage `json:"data"`
 	Seq   string          `json:"seq,omitempty"`
 	From  string          `json:"from,omitempty"`  // sender's name token
-	Reply string          `json:"reply,omitempty"` // where a refusal goes
+	Edge  string          `json:"edge,omitempty"`  // sender's edge, told of a refusal
+	Reply string          `json:"reply,omitempty"` // the frame's reply subject, which a refusal names
 }
 
 // UsersRequest is the body of registry.users: a page of online users whose
