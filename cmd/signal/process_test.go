@@ -16,8 +16,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/natsrtc/signal/edge"
 	"github.com/natsrtc/signal/services/client"
 	"github.com/natsrtc/signal/services/proctest"
+	"github.com/natsrtc/signal/services/subject"
 )
 
 func TestMain(m *testing.M) { proctest.Main(m) }
@@ -113,6 +115,21 @@ func waitLog(t *testing.T, p *proc, text string, d time.Duration) {
 	waitUntil(t, fmt.Sprintf("%q in the output of %s", text, strings.Join(p.Cmd.Args, " ")), d, func() bool {
 		return strings.Contains(p.Out.String(), text)
 	})
+}
+
+// edgeStatus asks the edge id for its counters (edge.<id>.status); the zero
+// Stats when it does not answer.
+func edgeStatus(t *testing.T, nc *nats.Conn, id string) edge.Stats {
+	t.Helper()
+	var st edge.Stats
+	m, err := nc.Request(subject.EdgeStatus(id), nil, time.Second)
+	if err != nil {
+		return st
+	}
+	if err := json.Unmarshal(m.Data, &st); err != nil {
+		t.Fatalf("%s status %s: %v", id, m.Data, err)
+	}
+	return st
 }
 
 // waitAnswers waits until something on the NATS server at natsURL answers
