@@ -464,7 +464,7 @@ func TestFrames(t *testing.T) {
 			_ = c.WriteFrame(ws.OpText, false, make([]byte, 400))
 			_ = c.WriteFrame(ws.OpContinuation, false, make([]byte, 400))
 		}
-		<-c.Done()
+		waitClosed(t, c)
 		if code, _ := c.CloseStatus(); code != ws.StatusMessageTooBig && code != ws.StatusProtocolError {
 			t.Fatalf("close code %d", code)
 		}
@@ -472,7 +472,7 @@ func TestFrames(t *testing.T) {
 	t.Run("invalid UTF-8", func(t *testing.T) {
 		c := dial(t, url)
 		_ = c.WriteFrame(ws.OpText, true, []byte("{\"type\":\"login\",\"name\":\"\xff\"}"))
-		<-c.Done()
+		waitClosed(t, c)
 		if code, _ := c.CloseStatus(); code != ws.StatusInvalidFramePayloadData {
 			t.Fatalf("close code %d, want 1007", code)
 		}
@@ -497,8 +497,10 @@ func TestSlowClient(t *testing.T) {
 	s := stack.Start(t, stack.Options{Edge: edge.Config{WriteQueue: 8, WriteTimeout: time.Second, ResumeGrace: -1}})
 	url := s.Edges[0].URL
 	raw := rawDial(t, s.Edges[0].Edge.Stats, strings.TrimPrefix(strings.TrimSuffix(url, "/"), "ws://"))
+	gone := released(t, s, "sleeper")
 	rawSend(t, raw, `{"type":"login","name":"sleeper"}`)
-	time.Sleep(200 * time.Millisecond) // it never reads the reply, nor anything else
+	// Logged in (it never reads the reply, nor anything else).
+	waitStat(t, s.Edges[0].Edge, func(st edge.Stats) bool { return st.Users == 1 })
 
 	flood := login(t, url, "flood")
 	a, b := login(t, url, "a"), login(t, url, "b")
@@ -512,19 +514,9 @@ func TestSlowClient(t *testing.T) {
 	if s.Edges[0].Stats().SlowClients == 0 {
 		t.Fatal("the client that does not read was never disconnected")
 	}
-	// Its name is released.
-	deadline = time.Now().Add(wait)
-	for {
-		c := dial(t, url)
-		send(t, c, `{"type":"login","name":"sleeper"}`)
-		if m := recv(t, c); m.Success {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("name of the disconnected client not released")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	// Its name is released, and then free at once.
+	gone()
+	login(t, url, "sleeper")
 }
 
 // TestLateReader: frames for a client that stops reading for a while pile
@@ -557,13 +549,16 @@ func TestLateReader(t *testing.T) {
 	// Now it reads nothing while a sends it 800 KB: more than the socket
 	// buffers hold, less than its queue may.
 	a := login(t, url, "a")
+	before := handedOff(t, s.Edges[0].Edge)
 	const n, size = 40, 20000
 	pad := strings.Repeat("x", size)
 	for i := range n {
 		send(t, a, fmt.Sprintf(`{"type":"candidate","name":"late","candidate":{"i":%d,"x":"%s"}}`, i, pad))
 	}
 	send(t, a, `{"type":"candidate","name":"late","candidate":"end"}`)
-	time.Sleep(300 * time.Millisecond) // the edge has written what the kernel takes
+	// The edge has had every frame for late: written what the kernel
+	// takes, queued the rest.
+	waitFor(t, "every frame handed on to late", func() bool { return handedOff(t, s.Edges[0].Edge) >= before+n+1 })
 
 	for i := range n {
 		want := fmt.Sprintf(`{"type":"candidate","candidate":{"i":%d,"x":"%s"}}`, i, pad)

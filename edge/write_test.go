@@ -54,12 +54,17 @@ func TestDirectWritePartial(t *testing.T) {
 			t.Fatalf("frame %d: %+v %.40q", i, f.Header, f.Payload)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	// The writer goes idle once it has written the last of it.
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
 	for !writtenAll(c) {
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline.C:
 			t.Fatal("writer still busy after the client read everything")
+		case <-tick.C:
 		}
-		time.Sleep(time.Millisecond)
 	}
 	// Idle again: the next frame goes straight to the socket.
 	if !c.enqueue(ws.OpText, []byte(`{"last":true}`)) {

@@ -134,19 +134,24 @@ func TestModesAgainstStack(t *testing.T) {
 	})
 	t.Run("edges-agree", func(t *testing.T) {
 		// Every name the runs took is free again.
-		deadline := time.Now().Add(5 * time.Second)
+		var users int64
+		deadline := time.NewTimer(5 * time.Second)
+		defer deadline.Stop()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
 		for {
-			var users int64
+			users = 0
 			for _, e := range s.Edges {
 				users += e.Stats().Users
 			}
 			if users == 0 {
 				break
 			}
-			if time.Now().After(deadline) {
+			select {
+			case <-deadline.C:
 				t.Fatalf("%d users still logged in", users)
+			case <-tick.C:
 			}
-			time.Sleep(20 * time.Millisecond)
 		}
 	})
 }
@@ -273,16 +278,32 @@ func TestBlackHoleIsBounded(t *testing.T) {
 func TestRefusedLoginsAreCounted(t *testing.T) {
 	url := tutorialLike(t)
 	// The same prefix and -n 1 twice at once: the second conns run finds
-	// the name taken while the first holds it.
-	done := make(chan map[string]any)
+	// the name taken while the first holds it (from its ready file on).
+	ready := t.TempDir() + "/ready"
+	done := make(chan map[string]any, 1)
 	go func() {
 		var out, errOut bytes.Buffer
-		run([]string{"conns", "-url", url, "-n", "1", "-hold", "1s", "-prefix", "dup"}, &out, &errOut, false)
+		run([]string{"conns", "-url", url, "-n", "1", "-hold", "1s", "-prefix", "dup", "-ready-file", ready}, &out, &errOut, false)
 		var m map[string]any
 		_ = json.Unmarshal(out.Bytes(), &m)
 		done <- m
 	}()
-	time.Sleep(300 * time.Millisecond)
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		select {
+		case <-deadline.C:
+			t.Fatal("the first conns run never logged in")
+		case m := <-done:
+			t.Fatalf("the first conns run ended without holding its name: %v", m)
+		case <-tick.C:
+		}
+	}
 	m, code := runJSON(t, "conns", "-url", url, "-n", "1", "-hold", "0", "-prefix", "dup")
 	if code != 1 || num(t, m, "refused") != 1 || m["clean"] != false {
 		t.Errorf("taken name: exit %d, %v", code, m)

@@ -71,7 +71,12 @@ func TestKillEdge(t *testing.T) {
 	_ = h.SendRaw([]byte(`{"type":"offer","name":"b3","offer":4}`))
 	expect(t, b3, `{"type":"offer","offer":4,"name":"h"}`)
 	_ = h.Abort()
+	waitUntil(t, "the victim holding h's session", 10*time.Second, func() bool { return edgeStatus(t, nc, "victim").Held == 1 })
 	_ = b3.SendRaw([]byte(`{"type":"candidate","name":"h","candidate":5}`))
+	// Kept there: had the kill come first, b3's edge would have heard "no
+	// responders", told b3 that h is not online and forgotten the call,
+	// and b3 would never get leave.
+	waitUntil(t, "b3's candidate kept for h on the victim", 10*time.Second, func() bool { return edgeStatus(t, nc, "victim").Kept == 1 })
 
 	start := time.Now()
 	if err := victim.Cmd.Process.Signal(syscall.SIGKILL); err != nil {

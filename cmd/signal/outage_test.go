@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/natsrtc/signal/services/client"
+	"github.com/natsrtc/signal/services/subject"
 )
 
 // natsServer is nats-server, built from the module version in go.mod.
@@ -37,11 +38,13 @@ func TestNATSRestart(t *testing.T) {
 	}
 	nats1 := startNATS()
 	reg := startProc(t, filepath.Join(bin, "registry"), "-nats", natsURL)
-	time.Sleep(300 * time.Millisecond)
+	waitAnswers(t, natsURL, "$SRV.PING.registry") // it serves once its buckets are there
 	e1 := startProc(t, filepath.Join(bin, "edge"), "-nats", natsURL, "-listen", fmt.Sprintf("127.0.0.1:%d", e1Port), "-id", "e1")
 	e2 := startProc(t, filepath.Join(bin, "edge"), "-nats", natsURL, "-listen", fmt.Sprintf("127.0.0.1:%d", e2Port), "-id", "e2")
 	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", e1Port))
 	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", e2Port))
+	waitAnswers(t, natsURL, subject.EdgeStatus("e1"))
+	waitAnswers(t, natsURL, subject.EdgeStatus("e2"))
 	url1, url2 := fmt.Sprintf("ws://127.0.0.1:%d/", e1Port), fmt.Sprintf("ws://127.0.0.1:%d/", e2Port)
 
 	a := loginRetry(t, url1, "a", 10*time.Second)
@@ -53,14 +56,18 @@ func TestNATSRestart(t *testing.T) {
 	var sent, delivered, errored atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopLoad() // if the test fails under load
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
 				return
-			case <-time.After(20 * time.Millisecond):
+			case <-tick.C:
 			}
 			if a.SendRaw([]byte(fmt.Sprintf(`{"type":"candidate","name":"b","candidate":%d}`, i))) == nil {
 				sent.Add(1)
@@ -96,19 +103,26 @@ func TestNATSRestart(t *testing.T) {
 			}
 		}
 	}
-	time.Sleep(500 * time.Millisecond)
-	if delivered.Load() == 0 {
-		t.Fatal("nothing relayed before the outage")
-	}
+	waitUntil(t, "b receiving a's candidates before the outage", 10*time.Second, func() bool { return delivered.Load() > 0 })
 
 	_ = nats1.Cmd.Process.Signal(syscall.SIGKILL)
 	<-nats1.Done
 	down := time.Now()
-	time.Sleep(1500 * time.Millisecond)
-	drainErrors()
-	if errored.Load() == 0 {
-		t.Fatal("relays during the outage got no error frame")
+	// Every process sees the outage, and a's relays get error frames.
+	for _, p := range []*proc{reg, e1, e2} {
+		waitLog(t, p, "nats disconnected", 10*time.Second)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	for errored.Load() == 0 {
+		m, err := a.Recv(ctx)
+		if err != nil {
+			t.Fatalf("relays during the outage got no error frame: %v", err)
+		}
+		if m.Type == "error" {
+			errored.Add(1)
+		}
+	}
+	cancel()
 	select {
 	case <-a.Done():
 		t.Fatal("client a was disconnected by the NATS outage")
@@ -119,7 +133,7 @@ func TestNATSRestart(t *testing.T) {
 	// A login during the outage is answered too.
 	c := dial(t, url1, "")
 	_ = c.SendRaw([]byte(`{"type":"login","name":"during"}`))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	m, err := c.Recv(ctx)
 	cancel()
 	if err != nil || m.Type != "login" || m.Success || !strings.Contains(m.Message, "unavailable") {
@@ -128,33 +142,26 @@ func TestNATSRestart(t *testing.T) {
 
 	startNATS()
 	up := time.Now()
+	for _, p := range []*proc{reg, e1, e2} {
+		waitLog(t, p, "nats reconnected", 30*time.Second)
+	}
+	// Logins work again once the registry has its buckets back.
 	var firstLogin time.Duration
-	for {
+	if !within(30*time.Second, func() bool {
 		c := dial(t, url2, "")
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := c.Login(ctx, "after")
+		_, err = c.Login(ctx, "after")
 		cancel()
 		_ = c.Abort()
-		if err == nil {
-			firstLogin = time.Since(up)
-			break
-		}
-		if time.Since(up) > 30*time.Second {
-			t.Fatalf("no login within 30s of NATS restarting: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
+		firstLogin = time.Since(up)
+		return err == nil
+	}) {
+		t.Fatalf("no login within 30s of NATS restarting: %v", err)
 	}
 	before := delivered.Load()
-	deadline := time.Now().Add(15 * time.Second)
-	for delivered.Load() == before && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	close(stop)
-	wg.Wait()
+	waitUntil(t, "relaying between the old users recovering", 15*time.Second, func() bool { return delivered.Load() > before })
+	stopLoad()
 	drainErrors()
-	if delivered.Load() == before {
-		t.Fatal("relaying between the old users did not recover")
-	}
 	t.Logf("NATS down %v; restart -> first successful login %v; relayed %d of %d, %d error frames",
 		up.Sub(down).Round(time.Millisecond), firstLogin.Round(time.Millisecond), delivered.Load(), sent.Load(), errored.Load())
 
@@ -187,27 +194,35 @@ func TestNATSRestart(t *testing.T) {
 		default:
 		}
 	}
+	// Neither client was disconnected, then or since.
+	select {
+	case <-a.Done():
+		t.Fatal("client a was disconnected")
+	case <-b.Done():
+		t.Fatal("client b was disconnected")
+	default:
+	}
 	if strings.Contains(reg.Out.String(), "panic") || strings.Contains(e1.Out.String(), "panic") {
 		t.Fatal("panic in a service log")
 	}
 }
 
 // loginRetry logs in, retrying while the system is still coming up.
-func loginRetry(t *testing.T, url, name string, within time.Duration) *client.Client {
+func loginRetry(t *testing.T, url, name string, d time.Duration) *client.Client {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		c := dial(t, url, "")
+	var c *client.Client
+	var err error
+	if !within(d, func() bool {
+		if c != nil {
+			_ = c.Abort()
+		}
+		c = dial(t, url, "")
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := c.Login(ctx, name)
+		_, err = c.Login(ctx, name)
 		cancel()
-		if err == nil {
-			return c
-		}
-		_ = c.Abort()
-		if time.Now().After(deadline) {
-			t.Fatalf("login %s: %v", name, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return err == nil
+	}) {
+		t.Fatalf("login %s: %v", name, err)
 	}
+	return c
 }

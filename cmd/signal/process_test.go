@@ -16,8 +16,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/natsrtc/signal/edge"
 	"github.com/natsrtc/signal/services/client"
 	"github.com/natsrtc/signal/services/proctest"
+	"github.com/natsrtc/signal/services/subject"
 )
 
 func TestMain(m *testing.M) { proctest.Main(m) }
@@ -80,6 +82,69 @@ func expect(t *testing.T, c *client.Client, want string) {
 	if m := recvMsg(t, c); string(m.Raw) != want {
 		t.Fatalf("got %s, want %s", m.Raw, want)
 	}
+}
+
+// within polls cond until it holds (true) or d has passed (false).
+func within(d time.Duration, cond func() bool) bool {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			return cond()
+		case <-tick.C:
+		}
+	}
+	return true
+}
+
+// waitUntil polls cond until it holds, and fails the test if it does not
+// within d; what names the state waited for in the failure.
+func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	if !within(d, cond) {
+		t.Fatalf("%s: not within %v", what, d)
+	}
+}
+
+// waitLog waits until p has written text to its output.
+func waitLog(t *testing.T, p *proc, text string, d time.Duration) {
+	t.Helper()
+	waitUntil(t, fmt.Sprintf("%q in the output of %s", text, strings.Join(p.Cmd.Args, " ")), d, func() bool {
+		return strings.Contains(p.Out.String(), text)
+	})
+}
+
+// edgeStatus asks the edge id for its counters (edge.<id>.status); the zero
+// Stats when it does not answer.
+func edgeStatus(t *testing.T, nc *nats.Conn, id string) edge.Stats {
+	t.Helper()
+	var st edge.Stats
+	m, err := nc.Request(subject.EdgeStatus(id), nil, time.Second)
+	if err != nil {
+		return st
+	}
+	if err := json.Unmarshal(m.Data, &st); err != nil {
+		t.Fatalf("%s status %s: %v", id, m.Data, err)
+	}
+	return st
+}
+
+// waitAnswers waits until something on the NATS server at natsURL answers
+// requests on subj: a micro service's ping subject, or an edge's status.
+func waitAnswers(t *testing.T, natsURL, subj string) {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	waitUntil(t, subj+" answered", 20*time.Second, func() bool {
+		_, err := nc.Request(subj, nil, time.Second)
+		return err == nil
+	})
 }
 
 // TestBinaries runs the real binaries as a user would: signal (embedded
@@ -153,14 +218,25 @@ func TestBinaries(t *testing.T) {
 	infos := map[string][]micro.Info{}
 	sub, _ := nc.SubscribeSync(nats.NewInbox())
 	_ = nc.PublishRequest("$SRV.INFO", sub.Subject, nil)
-	for {
-		m, err := sub.NextMsg(500 * time.Millisecond)
-		if err != nil {
-			break
-		}
+	add := func(m *nats.Msg) {
 		var info micro.Info
 		_ = json.Unmarshal(m.Data, &info)
 		infos[info.Name] = append(infos[info.Name], info)
+	}
+	// The registry and both edges answer; then no more of them.
+	for len(infos["registry"]) < 1 || len(infos["edge"]) < 2 {
+		m, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("micro services: %+v: %v", infos, err)
+		}
+		add(m)
+	}
+	for {
+		m, err := sub.NextMsg(200 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		add(m)
 	}
 	if len(infos["registry"]) != 1 || len(infos["edge"]) != 2 {
 		t.Fatalf("micro services: %+v", infos)
