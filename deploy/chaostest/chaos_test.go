@@ -101,7 +101,7 @@ func TestChaos(t *testing.T) {
 		t.Skip("a chaos run of the whole system: minutes")
 	}
 	if os.Getenv("SIGNAL_CHAOS") == "" && *soakFlag == 0 && os.Getenv("SIGNAL_CHAOS_SOAK") == "" {
-		t.Skip("set SIGNAL_CHAOS=1 to run it (about 2.5 minutes), or SIGNAL_CHAOS_SOAK=30m for a soak")
+		t.Skip("set SIGNAL_CHAOS=1 to run it (about 2 minutes), or SIGNAL_CHAOS_SOAK=30m for a soak")
 	}
 	cfg := config{
 		users: *usersFlag, calls: *callsFlag, probes: 10,
@@ -117,6 +117,9 @@ func TestChaos(t *testing.T) {
 			}
 			cfg.soak = d
 		}
+	}
+	if d, ok := t.Deadline(); ok && cfg.soak > 0 && time.Until(d) < cfg.soak+4*time.Minute {
+		t.Fatalf("a soak of %v needs -timeout %v or more (the last round and the end checks come after it)", cfg.soak, (cfg.soak + 5*time.Minute).Round(time.Minute))
 	}
 	if cfg.users < 2*cfg.calls+cfg.probes+10 {
 		t.Fatalf("%d users are too few for %d calls", cfg.users, cfg.calls)
@@ -261,6 +264,9 @@ func (r *run) violateNow(kind, format string, args ...any) {
 // round injects every fault once.
 func (r *run) round(n int) {
 	r.t.Logf("%v == round %d", r.w.since(), n)
+	if n > 1 {
+		r.rebalance()
+	}
 	r.killEdge(0, "")
 	pause(r.w.ctx, 3*time.Second)
 	r.killLeaderAndRegistry()
@@ -779,7 +785,7 @@ func (r *run) restartNodeAndKillEdge(ei int) {
 	r.figure("NATS %s restarted; the buckets' replicas current after %v (%v after its SIGTERM)", n.name, time.Since(t0).Round(time.Millisecond), time.Since(at).Round(time.Millisecond))
 }
 
-// waitCallsActive waits until every call relays.
+// waitCallsActive waits until every call relays (a breach if not).
 func (r *run) waitCallsActive(within time.Duration) {
 	w := r.w
 	err := waitUntil(w.ctx, within, func() error {
@@ -797,7 +803,7 @@ func (r *run) waitCallsActive(within time.Duration) {
 		return nil
 	})
 	if err != nil {
-		r.t.Fatal(err)
+		r.violateNow("calls", "not every call relays again within %v: %v", within, err)
 	}
 }
 
@@ -836,23 +842,31 @@ func (r *run) survivors() map[string]*proc {
 	return out
 }
 
-// finish brings everyone back home, measures, and checks the end state.
-func (r *run) finish() {
-	w, t := r.w, r.t
+// rebalance brings every user back to its home edge, as at the start
+// (calls paused and drained first, so that the moves cost no frame): the
+// survivors' resources then compare like with like, and in a soak every
+// round's faults hit full edges. Churn pauses meanwhile.
+func (r *run) rebalance() {
+	w := r.w
 	w.mu.Lock()
+	churn := w.noChurn
 	w.noChurn = true
 	w.mu.Unlock()
-	// Everyone back on its home edge, as at the start, so that the
-	// survivors' resources compare like with like.
+	defer func() {
+		w.mu.Lock()
+		w.noChurn = churn
+		w.mu.Unlock()
+	}()
 	w.pauseCalls()
 	if err := waitUntil(w.ctx, 10*time.Second, w.drained); err != nil {
-		t.Logf("before the rebalance: %v", err)
+		r.t.Logf("before the rebalance: %v", err)
 	}
 	w.mu.Lock()
 	var moves []*inc
 	for _, u := range w.users {
-		for _, i := range u.openIncs() {
-			if i.edge != u.home || len(u.openIncs()) > 1 {
+		incs := u.openIncs()
+		for _, i := range incs {
+			if i.edge != u.home || len(incs) > 1 {
 				i.byTest = true
 				moves = append(moves, i)
 			}
@@ -868,17 +882,27 @@ func (r *run) finish() {
 		for _, u := range w.users {
 			incs := u.openIncs()
 			if len(incs) != 1 || incs[0].edge != u.home {
-				return fmt.Errorf("%s has %d open connections", u.name, len(incs))
+				return fmt.Errorf("%s has %d open connections, not one on edge-%d; its login attempts: %s", u.name, len(incs), u.home+1, w.history(u))
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		t.Errorf("rebalance: %v", err)
+		r.violateNow("rebalance", "not every user is back home within 20s: %v", err)
 	}
-	t.Logf("%v %d connections moved back to their home edges", w.since(), len(moves))
+	r.t.Logf("%v %d connections moved back to their home edges", w.since(), len(moves))
 	w.resumeCalls()
 	r.waitCallsActive(20 * time.Second)
+}
+
+// finish brings everyone back home, measures, and checks the end state.
+func (r *run) finish() {
+	w := r.w
+	w.mu.Lock()
+	w.noChurn = true
+	w.mu.Unlock()
+	r.rebalance()
+	t := r.t
 
 	// Resources: the survivors, in the same state as at the baseline.
 	var end map[string][2]int
@@ -925,7 +949,7 @@ func (r *run) finish() {
 		t.Logf("at the end: %v", err)
 	}
 	var diff []string
-	err = waitUntil(w.ctx, 15*time.Second, func() error {
+	err := waitUntil(w.ctx, 15*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(w.ctx, 5*time.Second)
 		defer cancel()
 		b, err := readBucket(ctx, w.mir.kv)
