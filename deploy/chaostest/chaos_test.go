@@ -68,8 +68,10 @@ type config struct {
 //     open connection that got a login reply and no close frame, whose edge
 //     runs (a frozen edge's connections are out of the count while it is
 //     stopped and for closeBound after SIGCONT), and the users bucket names
-//     its edge and instance (a disagreement may last agreeBound). The
-//     bucket never loses the name of a connection of a running edge.
+//     its edge and instance (a disagreement may last agreeBound); each
+//     edge's own count of users (edge.<id>.status, every 2s) agrees with
+//     the clients' within a few for at most agreeBound. The bucket never
+//     loses the name of a connection of a running edge.
 //   - Every relayed frame arrives exactly once and in order, or its sender
 //     got an error frame: frames carry their stream and number; a receiver
 //     sees strictly increasing numbers; a frame that never arrives is
@@ -79,10 +81,13 @@ type config struct {
 //     (one error excuses one frame). No frame is delivered to a connection
 //     after the bucket released its name, none relayed from one whose name
 //     was released, none stamped with another sender, none to another user.
-//   - The names of a killed edge are free within 1s of the kill, those of
-//     the frozen edge within the lease (and the sweep, a heartbeat and a
-//     second), and once it runs again the frozen edge closes every
-//     connection whose name it lost with 4001 within closeBound.
+//   - The peers of a killed edge's users hear leave (within 5s), and its
+//     names are free within 1s of the kill, those of
+//     the frozen edge within the lease and 3s (the registry's sweep, 1s,
+//     and the release of some 660 names, 16 at a time), and once it runs
+//     again the frozen edge closes every connection whose name it lost
+//     within closeBound (with 4001; the cuts without a close frame that
+//     its pinger makes are reported apart, TestReproPingerAfterStop).
 //   - After the run the users bucket equals the union of the live edges'
 //     sessions (the clients' view, and each edge's own count), and the
 //     survivors' goroutines and descriptors have not grown.
@@ -95,7 +100,15 @@ type config struct {
 // every session, and a lease shorter than that releases every name.
 //
 // -chaos.soak=30m (or SIGNAL_CHAOS_SOAK=30m) runs rounds of the same faults
-// until the time is up, then the same end checks.
+// until the time is up, everyone back home before each, then the same end
+// checks (give go test a -timeout 5 minutes longer).
+//
+// It runs only with SIGNAL_CHAOS=1 (or a soak), not in CI: it finds
+// breaches that are open bugs (repro_test.go reproduces most in seconds),
+// and a kill -9 of a NATS node may silently lose the frames in flight
+// through it (core NATS delivers at most once), which nothing in the
+// system reports to their senders yet. It takes about 1.5 minutes here,
+// with -race.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a chaos run of the whole system: minutes")
@@ -669,7 +682,9 @@ func (r *run) freezeEdge(ei int) {
 			}
 		})
 	}
-	bound := r.cfg.lease + time.Second + r.cfg.heartbeat + time.Second // the lease, the sweep, a heartbeat, a margin
+	// The lease, the registry's sweep (1s), and the release itself: 16
+	// names at a time, about 2s for 660 names here.
+	bound := r.cfg.lease + 3*time.Second
 	err := r.pollFree(rw, bound+5*time.Second)
 	w.mu.Lock()
 	frees := rw.times()
