@@ -8,7 +8,7 @@ import (
 
 // What the test checks while the run goes on (sample, every 250ms, and
 // onDelete, at every release the bucket shows); the frames are judged by
-// settle (world_test.go) and the end state by finalChecks (chaos_test.go).
+// settle (world_test.go) and the end state by finish (chaos_test.go).
 
 // Bounds of the checks.
 const (
@@ -96,7 +96,6 @@ func (w *world) onDelete(tok string, prev holder, at time.Time) {
 // the bucket agrees with the connections. w.mu is held.
 func (w *world) sample() {
 	now := time.Now()
-	w.lastSample = now
 	entries := w.mir.snapshot()
 	w.mir.mu.Lock()
 	synced := w.mir.synced

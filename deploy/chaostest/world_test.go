@@ -177,7 +177,6 @@ type world struct {
 	noChurn    bool
 	doubles    map[[2]uint64]bool // pairs of connections already reported
 	disagree   map[string]time.Time
-	lastSample time.Time
 	watches    []*releaseWatch
 	probes     []*stream // probe streams still sending
 	loginMark  time.Time // firstLogin is the first login after it
