@@ -104,6 +104,9 @@ func (c *conn) login(f *protocol.Frame, data []byte) {
 		return
 	}
 	ctx, cancel := e.reqCtx()
+	if d, ok := ctx.Deadline(); ok {
+		req.Deadline = d.UTC()
+	}
 	var rep wire.LoginReply
 	err = e.call(ctx, subject.RegistryLogin, req, &rep)
 	cancel()

@@ -1,11 +1,14 @@
 package registry
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natsrtc/signal/services/events"
@@ -103,12 +106,15 @@ func (v *view) lapsed(edge, instance string, now time.Time) bool {
 	return true
 }
 
-// releaseParallel bounds the releases in flight of one dead edge: a few
-// hundred names are free within a few round trips of the bucket.
-const releaseParallel = 64
+// announceParallel bounds the announcements (presence, events, rooms) of a
+// dead edge's releases in flight.
+const announceParallel = 32
 
-// releaseInstance releases every name an edge instance holds,
-// releaseParallel at a time, and waits for them. why is for the log.
+// releaseInstance releases every name an edge instance holds and waits for
+// it: the guarded purges go out pipelined (JetStream acknowledges them
+// asynchronously), so that a few hundred names are free within a few round
+// trips of the bucket, and each name released is announced. why is for the
+// log.
 func (v *view) releaseInstance(instance, reason, why string) {
 	held := v.namesOf(instance)
 	if len(held) == 0 {
@@ -120,10 +126,41 @@ func (v *view) releaseInstance(instance, reason, why string) {
 		break
 	}
 	v.r.log.Info("edge gone; releasing its names", "why", why, "names", len(held), "edge", edge, "instance", instance)
-	sem := make(chan struct{}, releaseParallel)
-	var wg sync.WaitGroup
+	type pending struct {
+		tok string
+		h   holder
+		f   jetstream.PubAckFuture
+	}
+	var sent []pending
 	for tok, h := range held {
 		if !v.claim(tok) {
+			continue
+		}
+		f, err := v.r.js.PublishMsgAsync(v.r.purgeMsg(tok, h.rev), jetstream.WithMsgTTL(v.r.cfg.MarkerTTL))
+		if err != nil {
+			v.unclaim(tok)
+			v.r.log.Warn("release failed; the next sweep tries again", "err", err)
+			continue
+		}
+		sent = append(sent, pending{tok, h, f})
+	}
+	ctx, cancel := v.r.bgCtx()
+	defer cancel()
+	sem := make(chan struct{}, announceParallel)
+	var wg sync.WaitGroup
+	for _, p := range sent {
+		ok := false
+		select {
+		case <-p.f.Ok():
+			ok = true
+		case err := <-p.f.Err():
+			if !errors.Is(mapRevisionMismatch(err), jetstream.ErrKeyRevisionMismatch) {
+				v.r.log.Warn("release failed; the next sweep tries again", "err", err)
+			}
+		case <-ctx.Done():
+		}
+		if !ok {
+			v.unclaim(p.tok)
 			continue
 		}
 		sem <- struct{}{}
@@ -131,8 +168,8 @@ func (v *view) releaseInstance(instance, reason, why string) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			defer v.unclaim(tok)
-			v.release(tok, h, reason, "")
+			defer v.unclaim(p.tok)
+			v.announce(ctx, p.tok, p.h, reason, "")
 		}()
 	}
 	wg.Wait()
@@ -168,9 +205,34 @@ func (v *view) release(tok string, h holder, reason, message string) bool {
 		v.r.log.Warn("release failed; the next sweep tries again", "err", err)
 		return false
 	}
+	v.announce(ctx, tok, h, reason, message)
+	return true
+}
+
+// announce counts and tells everyone of a release by the registry itself.
+func (v *view) announce(ctx context.Context, tok string, h holder, reason, message string) {
 	v.r.metrics.releases.WithLabelValues(reason).Inc()
 	p := h.presence(tok, reason)
 	p.Message = message
 	v.r.released(ctx, tok, p, nil)
-	return true
+}
+
+// purgeMsg is the guarded purge of tok at revision rev, as KeyValue.Purge
+// writes it: for a pipelined publish.
+func (r *Registry) purgeMsg(tok string, rev uint64) *nats.Msg {
+	m := nats.NewMsg("$KV." + r.users.Bucket() + "." + tok)
+	m.Header.Set("KV-Operation", "PURGE")
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
+	return m
+}
+
+// mapRevisionMismatch maps JetStream's "wrong last sequence" to
+// ErrKeyRevisionMismatch, as the KV API does.
+func mapRevisionMismatch(err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeWrongLastSeq {
+		return jetstream.ErrKeyRevisionMismatch
+	}
+	return err
 }

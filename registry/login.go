@@ -31,6 +31,13 @@ func (r *Registry) handleLogin(req micro.Request) {
 		_ = req.Error(wire.CodeBadRequest, "login request without edge or session", nil)
 		return
 	}
+	if !in.Deadline.IsZero() && time.Now().After(in.Deadline.Add(wire.LoginDeadlineSlack)) {
+		// The edge gave up on this attempt long ago (it waited in the
+		// queue): taking the name now would hold it for nobody.
+		r.metrics.logins.WithLabelValues("expired").Inc()
+		_ = req.Error(wire.CodeExpired, "login request expired", nil)
+		return
+	}
 	ctx, cancel := r.reqCtx()
 	defer cancel()
 	out, err := r.Login(ctx, in)

@@ -680,3 +680,22 @@ func TestConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestExpiredLogin: a login request the registry takes up long after the
+// edge stopped waiting for it (it sat in a queue) takes nothing.
+func TestExpiredLogin(t *testing.T) {
+	s := natstest.Server(t)
+	nc := natstest.Conn(t, s)
+	start(t, nc)
+	b, _ := json.Marshal(wire.LoginRequest{Name: "late", Edge: "e", Session: "s", Deadline: time.Now().Add(-10 * time.Second)})
+	m, err := nc.Request(subject.RegistryLogin, b, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := m.Header.Get(micro.ErrorCodeHeader); code != wire.CodeExpired {
+		t.Fatalf("an expired login: %q %s", code, m.Data)
+	}
+	if r := login(t, nc, "late", "e2", "i2", "s2"); !r.OK {
+		t.Fatalf("the name was taken by an expired login: %+v", r)
+	}
+}

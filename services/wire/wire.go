@@ -30,6 +30,7 @@ const (
 	CodeBadRequest  = "400"
 	CodeUnavailable = "503" // stopping: retry with another instance
 	CodeInternal    = "500"
+	CodeExpired     = "408" // a login taken up after its deadline
 )
 
 // LoginRequest is the body of registry.login, sent by an edge for a client
@@ -52,7 +53,17 @@ type LoginRequest struct {
 	// Resume is a resume token the client presented: if Name is held by a
 	// session whose token it is, this login takes the session over.
 	Resume string `json:"resume,omitempty"`
+	// Deadline is when the edge stops waiting (and queues the logout of
+	// the session, in case the login still lands). A registry refuses a
+	// request it takes up later than Deadline plus LoginDeadlineSlack: a
+	// retried attempt that waited in its queue must not take the name for
+	// a session nobody serves.
+	Deadline time.Time `json:"deadline,omitzero"`
 }
+
+// LoginDeadlineSlack allows for clocks that differ between an edge and a
+// registry.
+const LoginDeadlineSlack = 2 * time.Second
 
 // LoginReply answers a LoginRequest. A taken name is a normal reply (OK
 // false, Reason ReasonTaken), not a service error.
