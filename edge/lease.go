@@ -83,8 +83,11 @@ func (e *Edge) heartbeat() {
 			e.log.Warn("heartbeats resumed after a gap; checking every session's name", "gap", gap.Round(time.Millisecond).String())
 			if !e.tryBG(func() {
 				defer e.verifying.Unlock()
-				if e.verifySessions() {
+				if e.verifySessions() && e.suspect.Load() {
 					e.suspect.Store(false)
+					for _, s := range e.sessions.snapshot() {
+						s.flushPaused()
+					}
 				}
 			}) {
 				e.verifying.Unlock()
@@ -203,6 +206,10 @@ func (e *Edge) verifySessions() bool {
 			mu.Lock()
 			lost++
 			mu.Unlock()
+			// What it kept while the edge was paused is the new owner's.
+			s.mu.Lock()
+			s.queue, s.qbytes = nil, 0
+			s.mu.Unlock()
 			e.lost(s, wire.Presence{Name: s.name, Session: s.id, Reason: events.ReasonEdgeLost})
 		}()
 	}

@@ -236,6 +236,10 @@ func (e *Edge) lost(s *session, p wire.Presence) {
 		return
 	}
 	s.state = sesEnded
+	if e.suspect.Load() {
+		// Kept while the edge was paused: the name's new owner got them.
+		s.queue, s.qbytes = nil, 0
+	}
 	s.mu.Unlock()
 	if c != nil {
 		if p.Reason == events.ReasonKicked {

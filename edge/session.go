@@ -115,10 +115,20 @@ func (s *session) deliver(f keptFrame, room bool) {
 			e.stats.duplicates.Add(1)
 			return
 		}
-		c := s.conn
 		if !room {
 			s.peerEffect(ft, f.from)
 		}
+		if len(s.queue) > 0 || e.suspect.Load() || e.paused() {
+			// The edge was paused: this session's name may be someone
+			// else's now. Its frames wait until the sessions are checked
+			// (released, not refused, if it lost the name: the new owner
+			// got them).
+			s.queue = append(s.queue, f)
+			s.qbytes += len(f.data)
+			s.mu.Unlock()
+			return
+		}
+		c := s.conn
 		s.mu.Unlock()
 		var ok bool
 		if s.resumable {
@@ -168,6 +178,25 @@ func (s *session) duplicate(f keptFrame) bool {
 		return true
 	}
 	return false
+}
+
+// flushPaused delivers the frames a live session kept while the edge checked
+// its sessions after a pause.
+func (s *session) flushPaused() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != sesLive || len(s.queue) == 0 {
+		return
+	}
+	c := s.conn
+	for i, f := range s.queue {
+		if s.resumable {
+			c.enqueueKept(ws.OpText, f.data, &s.queue[i])
+		} else {
+			c.enqueue(ws.OpText, f.data)
+		}
+	}
+	s.queue, s.qbytes = nil, 0
 }
 
 // undelivered handles a frame that c did not take: its socket has ended
