@@ -28,7 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PAIRS=${PAIRS:-20} WARMUP=${WARMUP:-3} WINDOW=${WINDOW:-5} BASE=${BASE:-29090} NATS_PORT=${NATS_PORT:-24322}
 TRACE=${TRACE:-1} STRACE=${STRACE:-0} URLS=${URLS:-ab}
-DURATION=${DURATION:-$((WINDOW + 2 + (TRACE ? 4 : 0) + (STRACE ? 4 : 0)))}
+DURATION=${DURATION:-$((WINDOW + 10 + (TRACE ? 4 : 0) + (STRACE ? 4 : 0)))}
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
@@ -37,7 +37,7 @@ cleanup() {
     for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$p" 2>/dev/null || true
   done
-  rm -rf "$tmp"
+  [ -n "${KEEP:-}" ] && cp -r "$tmp" "$KEEP"; rm -rf "$tmp"
 }
 trap cleanup EXIT
 BIN=${BIN:-}
@@ -74,24 +74,42 @@ relayed() {
   echo "$n"
 }
 sleep "$WARMUP"
-sleep 1
-m0=$(relayed)
 EV=raw_syscalls:sys_enter,sched:sched_wakeup,context-switches,task-clock
 for c in read write readv writev pread64 pwrite64 recvfrom sendto recvmsg sendmsg epoll_pwait epoll_wait epoll_ctl \
   futex nanosleep clock_nanosleep sched_yield getsockopt setsockopt ioctl madvise mmap munmap tgkill getpid \
   rt_sigreturn fsync fdatasync accept4 close connect socket getrandom openat shutdown; do
   EV+=,syscalls:sys_enter_$c
 done
-waits=()
+# perf starts with its counters off (-D -1) and is switched on and off
+# through a fifo, so that they count exactly while the messages are
+# counted: opening every event on every thread takes perf a while.
+perfs=()
 for who in signal:$SIG edge:$EDGE tool:$TOOL; do
-  perf stat -x, -e "$EV" -p "${who#*:}" -o "$tmp/perf.${who%%:*}" -- sleep "$WINDOW" &
-  waits+=($!)
+  w=${who%%:*}
+  mkfifo "$tmp/ctl.$w" "$tmp/ack.$w"
+  perf stat -D -1 --control "fifo:$tmp/ctl.$w,$tmp/ack.$w" -x, -e "$EV" -p "${who#*:}" -o "$tmp/perf.$w" &
+  perfs+=($!)
+  pids+=($!)
 done
+# perfctl CMD: CMD (enable, disable) to every perf, waiting for each ack.
+perfctl() {
+  local w
+  for w in signal edge tool; do
+    echo "$1" >"$tmp/ctl.$w"
+    read -r _ <"$tmp/ack.$w"
+  done
+}
+perfctl enable
+m0=$(relayed)
+sleep "$WINDOW"
+m1=$(relayed)
+perfctl disable
+for p in "${perfs[@]}"; do kill -INT "$p"; done
+for p in "${perfs[@]}"; do wait "$p" || true; done
+msgs=$((m1 - m0))
+waits=()
 # wait_all: waits for the measuring jobs started since the last call.
 wait_all() { for j in "${waits[@]}"; do wait "$j" || true; done; waits=(); }
-wait_all
-m1=$(relayed)
-msgs=$((m1 - m0))
 echo "count: $msgs messages relayed in the ${WINDOW}s window ($((msgs / WINDOW))/s)" >&2
 
 declare -A GOR
