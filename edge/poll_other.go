@@ -18,7 +18,6 @@ func socket(*conn) (int, error)   { return -1, errors.New("no poller") }
 func (*poller) watch(*conn) error { return errors.New("no poller") }
 func (*poller) forget(*conn)      {}
 func (*poller) close()            {}
-func (c *conn) readReady()        {}
 
 // writeNow is never called: without a poller no connection has c.raw.
 func (c *conn) writeNow(ws.OpCode, []byte) ([]byte, error) {
