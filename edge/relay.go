@@ -38,6 +38,8 @@ type sender struct {
 
 	routes [routeCache]route
 	next   int // the entry to replace next
+
+	startSubj, endSubj string // the subjects of its call events, made on first use
 }
 
 // route is one cached target: its subjects, made once.
@@ -180,9 +182,9 @@ func (c *conn) publish(s *session, f *protocol.Frame, out []byte) {
 	e.stats.relayed[f.Type].Add(1)
 	switch f.Type {
 	case protocol.TypeAnswer:
-		e.callStart(s.name, s.token, r.token)
+		c.callEvent(p, s, r, events.KindCallStart, "")
 	case protocol.TypeLeave:
-		e.callEnd(s.name, s.token, r.token, events.ReasonLeave)
+		c.callEvent(p, s, r, events.KindCallEnd, events.ReasonLeave)
 	}
 }
 
