@@ -14,6 +14,7 @@ import (
 
 	"github.com/natsrtc/signal/edge"
 	"github.com/natsrtc/signal/edge/stack"
+	"github.com/natsrtc/signal/services/natsconn"
 )
 
 // compile returns frame as a masked client frame.
@@ -114,5 +115,42 @@ func TestFramesInOneRead(t *testing.T) {
 	}
 	if f, err = ws.ReadFrame(br); err != nil || f.Header.OpCode != ws.OpPong {
 		t.Fatalf("got %+v, %v; want a pong", f.Header, err)
+	}
+}
+
+// TestInlineDelivery: frames for a session reach it from the NATS
+// connection's read path (its tap takes them), also across edges; two
+// sessions of one edge on one name (a resume there) go through nats.go's
+// subscriptions, and get what is theirs.
+func TestInlineDelivery(t *testing.T) {
+	s := stack.Start(t, stack.Options{Edges: 2})
+	tap := natsconn.TapOf(s.Edges[1].NC)
+	if tap == nil {
+		t.Fatal("the stack's edge connection has no tap")
+	}
+	a, b := login(t, s.Edges[0].URL, "in-a"), login(t, s.Edges[1].URL, "in-b")
+	before := tap.Taken()
+	call(t, a, b, "in-a", "in-b")
+	if tap.Taken() == before {
+		t.Fatal("the offer did not come through the tap")
+	}
+	c, tok := loginResumable(t, s.Edges[1].URL, "in-c")
+	send(t, a, `{"type":"offer","name":"in-c","offer":1}`)
+	expect(t, c, `{"type":"offer","offer":1,"name":"in-a"}`)
+	// The same name resumed on the same edge: the old session and the new
+	// one subscribe it together for a moment.
+	raw := rawDial(t, nil, hostport(s.Edges[1].URL))
+	rawSend(t, raw, `{"type":"login","name":"in-c","resume":"`+tok+`"}`)
+	if f := rawRecv(t, raw); !strings.Contains(string(f.Payload), `"success":true`) {
+		t.Fatalf("resume: %s", f.Payload)
+	}
+	<-c.Done()
+	before = tap.Taken()
+	send(t, a, `{"type":"offer","name":"in-c","offer":2}`)
+	if f := rawRecv(t, raw); string(f.Payload) != `{"type":"offer","offer":2,"name":"in-a"}` {
+		t.Fatalf("after the resume: %s", f.Payload)
+	}
+	if tap.Taken() != before {
+		t.Fatal("a session that shared its name on this edge got a frame through the tap")
 	}
 }
