@@ -116,8 +116,23 @@ var directWrites = sync.Pool{New: func() any {
 }}
 
 func (w *directWrite) write(fd uintptr) bool {
-	w.n, w.err = unix.Write(int(fd), w.buf)
+	w.n, w.err = rawIO(unix.SYS_WRITE, fd, w.buf)
 	return true // never wait for the socket: the writer goroutine does that
+}
+
+// rawIO is read(2) or write(2) (trap) of b on a non-blocking socket, as a
+// raw system call: one that cannot block needs none of what the runtime
+// does around a system call that might (hand its P over, wake sysmon from
+// its sleep, which was a futex call per idle period).
+func rawIO(trap, fd uintptr, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
 }
 
 // writeNow writes frame (op, data) to c's socket if the kernel takes it
@@ -163,7 +178,7 @@ func newRawRead(size int) *rawRead {
 }
 
 func (r *rawRead) read(fd uintptr) bool {
-	r.n, r.err = unix.Read(int(fd), r.buf)
+	r.n, r.err = rawIO(unix.SYS_READ, fd, r.buf)
 	return true // never wait: an empty socket is left to the poller
 }
 
@@ -216,7 +231,7 @@ func (p *poller) wait(rc syscall.RawConn) {
 	events := make([]unix.EpollEvent, 256)
 	err := rc.Read(func(fd uintptr) bool {
 		for !p.closed.Load() {
-			n, err := unix.EpollWait(int(fd), events, 0)
+			n, err := epollNow(fd, events)
 			if err != nil {
 				if errors.Is(err, unix.EINTR) {
 					continue
@@ -239,6 +254,16 @@ func (p *poller) wait(rc syscall.RawConn) {
 	if err != nil && !p.closed.Load() {
 		p.e.log.Error("epoll watch failed; polled sockets are stuck", "err", err)
 	}
+}
+
+// epollNow is epoll_wait(2) without waiting (epoll_pwait without a signal
+// mask, which every architecture has; a raw system call, as rawIO).
+func epollNow(fd uintptr, events []unix.EpollEvent) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
 
 // close stops the poller once every socket is gone.
