@@ -76,6 +76,37 @@ func BenchmarkNATSToClient(b *testing.B) {
 	}
 }
 
+// BenchmarkTapToClient: a frame from the NATS read path (the connection's
+// tap) to the socket write: header lookup, the kept copy, the session's
+// delivery.
+func BenchmarkTapToClient(b *testing.B) {
+	e, _, bob := hotPath(b)
+	subj, hdr, data := tapFrame(e, bob)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if !e.take(subj, nil, hdr, data) {
+			b.Fatal("not taken")
+		}
+		waitWritten(bob)
+	}
+}
+
+// tapFrame registers to's session for the read path, as a tapped
+// connection would have it, and returns a frame for it as the tap passes
+// it on.
+func tapFrame(e *Edge, to *conn) (subj, hdr, data []byte) {
+	e.inline.once.Do(func() {})
+	e.inline.on = true
+	e.inline.mu.Lock()
+	e.inline.by = map[string][]*inlineEntry{to.sess.token: {{s: to.sess}}}
+	e.inline.mu.Unlock()
+	m := natsMsg(to)
+	hdr = []byte("NATS/1.0\r\n" + subject.HeaderFrom + ": alice\r\n" + subject.HeaderEdge + ": bench\r\n" +
+		subject.HeaderSeq + ": s1:1\r\n" + subject.HeaderSent + ": 1\r\n\r\n")
+	return []byte(m.Subject), hdr, m.Data
+}
+
 func natsMsg(to *conn) *nats.Msg {
 	data := protocol.AppendCandidate(nil, []byte(`{"candidate":"candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host","sdpMid":"0","sdpMLineIndex":0}`))
 	return &nats.Msg{
@@ -176,6 +207,8 @@ func writtenAll(c *conn) bool {
 //     from); 1 elsewhere, the closure of the "go" statement that starts the
 //     socket's writer. The *nats.Msg itself is allocated by nats.go's
 //     reader before it reaches the edge.
+//   - the same from a tapped connection's read path (inline.go): one more,
+//     the frame's kept copy; nats.go allocates nothing for it.
 func TestHotPathAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates; run without -race")
@@ -201,5 +234,13 @@ func TestHotPathAllocs(t *testing.T) {
 	settled := settler(t, bob)
 	if n := testing.AllocsPerRun(1000, func() { settled(); e.deliver(m); waitWritten(bob) }); n > budget {
 		t.Errorf("NATS message to socket write: %.1f allocations, want at most %.0f", n, budget)
+	}
+	// From the read path (a tapped connection): the kept copy of the
+	// frame, one allocation for its bytes and header values, where nats.go
+	// made a message, a payload copy and a header map (the *nats.Msg above
+	// is made once, outside the loop).
+	subj, hdr, data := tapFrame(e, bob)
+	if n := testing.AllocsPerRun(1000, func() { settled(); e.take(subj, nil, hdr, data); waitWritten(bob) }); n > budget+1 {
+		t.Errorf("tapped NATS frame to socket write: %.1f allocations, want at most %.0f", n, budget+1)
 	}
 }
