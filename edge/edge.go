@@ -67,7 +67,7 @@ type Edge struct {
 	msgs     []chan *nats.Msg
 	dispWG   sync.WaitGroup
 	inline   inlineIndex // sessions whose frames the NATS read path delivers (inline.go)
-	nrPrefix string // reply subject prefix: "<inbox>." + conn id + "." + target token
+	nrPrefix string      // reply subject prefix: "<inbox>." + conn id + "." + target token
 	subs     []*nats.Subscription
 	svc      micro.Service
 	srv      *http.Server
