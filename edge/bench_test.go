@@ -14,6 +14,7 @@ import (
 
 	"github.com/natsrtc/signal/registry"
 	"github.com/natsrtc/signal/services/names"
+	"github.com/natsrtc/signal/services/natsconn"
 	"github.com/natsrtc/signal/services/natstest"
 	"github.com/natsrtc/signal/services/protocol"
 	"github.com/natsrtc/signal/services/subject"
@@ -22,7 +23,12 @@ import (
 // hotPath sets up a real edge on a real NATS server with two logged-in
 // connections whose sockets are loopback TCP, drained in the background, so
 // that writes take the path they take in production.
-func hotPath(tb testing.TB) (e *Edge, a, b *conn) {
+func hotPath(tb testing.TB) (e *Edge, a, b *conn) { return hotPathOn(tb, false) }
+
+// hotPathOn is hotPath; tapped: the edge's NATS connection is made by
+// natsconn.Connect, with its tap (frames in from the read path, relays out
+// through the poller's batch), as the binaries make it.
+func hotPathOn(tb testing.TB, tapped bool) (e *Edge, a, b *conn) {
 	tb.Helper()
 	s := natstest.Server(tb)
 	quiet := slog.New(slog.DiscardHandler)
@@ -31,7 +37,20 @@ func hotPath(tb testing.TB) (e *Edge, a, b *conn) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = reg.Stop() })
-	e, err = New(Config{NC: natstest.Conn(tb, s), ID: "bench", Logger: quiet, Rate: -1, MaxCandidates: 1 << 30})
+	nc := natstest.Conn(tb, s)
+	if tapped {
+		nc.Close()
+		if nc, err = natsconn.Connect(natsconn.Config{URL: s.ClientURL(), Logger: quiet}); err != nil {
+			tb.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := natsconn.WaitConnected(ctx, nc); err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(nc.Close)
+	}
+	e, err = New(Config{NC: nc, ID: "bench", Logger: quiet, Rate: -1, MaxCandidates: 1 << 30})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -29,8 +29,11 @@ func (c *conn) callEvent(p *sender, s *session, r *route, kind, reason string) {
 	}
 	bp := readBufs.Get().(*[]byte)
 	b := appendCallEvent((*bp)[:0], kind, s.name, c.e.cfg.ID, time.Now().UTC(), reason, r.target)
-	pub := nats.Msg{Subject: *subj, Data: b}
-	_ = c.e.nc.PublishMsg(&pub)
+	if !c.publishDirect(p, *subj, "", b, false) {
+		pub := nats.Msg{Subject: *subj, Data: b}
+		_ = c.e.nc.PublishMsg(&pub)
+		p.viaNats = true
+	}
 	if cap(b) <= 64<<10 {
 		*bp = b[:0]
 		readBufs.Put(bp)

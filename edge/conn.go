@@ -45,6 +45,7 @@ type conn struct {
 	// poller, or the goroutine it handed the socket to); ppend is an event
 	// that came meanwhile, for the holder (poll_linux.go).
 	pbusy, ppend atomic.Bool
+	direct       bool // its reader is the poller's goroutine: relays go to the poller's batch
 
 	// sess is the logged-in session, set and read by the reader; other
 	// goroutines read it under smu, which also guards ended: once the

@@ -176,6 +176,9 @@ const (
 // pooled buffer that the caller puts back in readBufs (a deferred message
 // is text: binary ones are answered at once).
 func (c *conn) frames(b []byte, inline bool) (n int, st scan, deferred *[]byte) {
+	// The poller's goroutine publishes through its batch (direct.go).
+	c.direct = inline && c.e.poll != nil && c.e.poll.tap != nil
+	defer func() { c.direct = false }()
 	for n < len(b) {
 		h, hl, err := headerAt(b[n:])
 		if err != nil {

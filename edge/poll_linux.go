@@ -15,6 +15,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
+
+	"github.com/natsrtc/signal/services/natsconn"
 )
 
 // poller watches idle client sockets with one epoll instance, so that an
@@ -48,6 +50,10 @@ type poller struct {
 	closed atomic.Bool
 	done   chan struct{}
 	rd     *rawRead // the poller goroutine's read buffer
+
+	tap    *natsconn.Tap // the NATS connection's, for direct publishes (direct.go); nil: none
+	batch  []byte        // publishes not yet written (direct.go)
+	maxPay int64         // the server's max_payload, read once
 }
 
 func newPoller(e *Edge) (*poller, error) {
@@ -59,7 +65,7 @@ func newPoller(e *Edge) (*poller, error) {
 		_ = unix.Close(fd)
 		return nil, err
 	}
-	p := &poller{e: e, epfd: fd, done: make(chan struct{}), rd: newRawRead(pollBufferSize)}
+	p := &poller{e: e, epfd: fd, done: make(chan struct{}), rd: newRawRead(pollBufferSize), tap: natsconn.TapOf(e.nc)}
 	// A non-blocking descriptor makes a pollable os.File.
 	p.file = os.NewFile(uintptr(fd), "epoll")
 	rc, err := p.file.SyscallConn()
@@ -248,6 +254,7 @@ func (p *poller) wait(rc syscall.RawConn) {
 					c.ready(p.rd)
 				}
 			}
+			p.flushBatch()
 		}
 		return true
 	})
@@ -300,6 +307,7 @@ func (c *conn) pump(r *rawRead, inline bool) {
 		for reads := 1; ; reads++ {
 			n, err := c.readNow(r)
 			if err != nil {
+				c.handOff(inline)
 				c.gone(inline)
 				return
 			}
@@ -309,9 +317,11 @@ func (c *conn) pump(r *rawRead, inline bool) {
 			used, st, def := c.frames(r.buf[:n], inline)
 			switch {
 			case st == scanEnded:
+				c.handOff(inline)
 				c.gone(inline)
 				return
 			case st == scanDeferred || used < n:
+				c.handOff(inline)
 				go c.slow(def, clonePooled(r.buf[used:n]))
 				return
 			}
@@ -320,6 +330,7 @@ func (c *conn) pump(r *rawRead, inline bool) {
 				// for a while, so that TCP slows the sender down instead
 				// of this edge spending CPU on frames it would drop. The
 				// socket stays owned.
+				c.handOff(inline)
 				time.AfterFunc(d, c.flood)
 				return
 			}
@@ -327,6 +338,7 @@ func (c *conn) pump(r *rawRead, inline bool) {
 				break // it had no more than that
 			}
 			if inline && reads >= maxInlineReads {
+				c.handOff(inline)
 				go c.flood()
 				return
 			}
@@ -337,6 +349,15 @@ func (c *conn) pump(r *rawRead, inline bool) {
 		if !c.ppend.Load() || !c.pbusy.CompareAndSwap(false, true) {
 			return
 		}
+	}
+}
+
+// handOff writes the poller's batch before c's socket leaves the poller
+// (inline): what c's next reader publishes through nats.go, or what its
+// end publishes (leave to its peers), must come after c's relays.
+func (c *conn) handOff(inline bool) {
+	if inline {
+		c.e.poll.flushBatch()
 	}
 }
 

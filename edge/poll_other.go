@@ -6,11 +6,18 @@ import (
 	"errors"
 
 	"github.com/gobwas/ws"
+
+	"github.com/natsrtc/signal/services/natsconn"
 )
 
 // poller is Linux only; elsewhere every connection has its reading
 // goroutine.
-type poller struct{}
+type poller struct {
+	tap    *natsconn.Tap
+	batch  []byte
+	maxPay int64
+	e      *Edge
+}
 
 func newPoller(*Edge) (*poller, error) { return nil, errors.New("no poller on this system") }
 

@@ -36,6 +36,7 @@ type Tap struct {
 	taker  atomic.Pointer[Taker]
 	mu     sync.Mutex // serializes SetTaker
 	taken  atomic.Uint64
+	cur    atomic.Pointer[tapConn] // the connection dialed last
 }
 
 // Taker is offered every MSG and HMSG whose subject starts with the Tap's
@@ -111,7 +112,32 @@ func (t *tapInProcess) InProcessConn() (net.Conn, error) {
 }
 
 func (t *Tap) conn(c net.Conn) net.Conn {
-	return &tapConn{Conn: c, t: t, in: make([]byte, tapBufferSize), first: true}
+	tc := &tapConn{Conn: c, t: t, in: make([]byte, tapBufferSize), first: true}
+	tc.plain.Store(true)
+	t.cur.Store(tc)
+	return tc
+}
+
+// ErrNoDirect is WriteDirect's error when it cannot write: the caller
+// publishes through nats.go instead.
+var ErrNoDirect = errors.New("natsconn: no direct write now")
+
+// WriteDirect writes b, whole protocol ops (PUB, HPUB), to nc's current
+// connection, between nats.go's own writes (each of which is whole ops
+// too): a publish without nats.go's buffer and flusher goroutine. It
+// returns ErrNoDirect, having written nothing, unless nc is connected on
+// a connection the Tap follows in plain text; any other error is the
+// connection's, which nats.go sees too. Ops that nats.go has buffered but
+// not yet written may follow b (nc.Buffered says whether there are any).
+func (t *Tap) WriteDirect(nc *nats.Conn, b []byte) error {
+	c := t.cur.Load() // first: a connection dialed after it is not up when nc says it is connected
+	if c == nil || !c.plain.Load() || !nc.IsConnected() {
+		return ErrNoDirect
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, err := c.Conn.Write(b)
+	return err
 }
 
 const (
@@ -136,10 +162,19 @@ type tapConn struct {
 	t       *Tap
 	in      []byte
 	r, d, w int
-	line    bool // in the middle of a control line that passes (up to '\n')
-	skip    int  // bytes of a payload (and its CRLF) that pass
-	bypass  bool // gave up: everything passes
-	first   bool // the first op (the server's INFO) is still to come
+	line    bool        // in the middle of a control line that passes (up to '\n')
+	skip    int         // bytes of a payload (and its CRLF) that pass
+	bypass  bool        // gave up: everything passes
+	first   bool        // the first op (the server's INFO) is still to come
+	plain   atomic.Bool // not given up (WriteDirect may write)
+	wmu     sync.Mutex  // one writer at a time: nats.go's and WriteDirect's
+}
+
+// Write is nats.go's: whole ops, between WriteDirect's.
+func (c *tapConn) Write(b []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.Conn.Write(b)
 }
 
 func (c *tapConn) Read(p []byte) (int, error) {
@@ -180,7 +215,7 @@ func (c *tapConn) Read(p []byte) (int, error) {
 			// The end: what was held back goes to nats.go, which reads
 			// the error next.
 			c.d = c.w
-			c.bypass = true
+			c.giveUp()
 		default:
 			return 0, err
 		}
@@ -224,7 +259,7 @@ func (c *tapConn) op() bool {
 		i := bytes.IndexByte(b, '\n')
 		if i < 0 {
 			if len(b) >= tapMaxInfo || !bytes.HasPrefix([]byte("INFO "), b[:min(len(b), 5)]) {
-				c.bypass = true
+				c.giveUp()
 				return true
 			}
 			return false
@@ -233,7 +268,7 @@ func (c *tapConn) op() bool {
 		line := b[:i]
 		if !bytes.HasPrefix(line, []byte("INFO ")) || bytes.Contains(line, []byte(`"tls_required":true`)) ||
 			bytes.Contains(line, []byte(`"tls_available":true`)) {
-			c.bypass = true
+			c.giveUp()
 			return true
 		}
 		c.d += i + 1
@@ -245,20 +280,20 @@ func (c *tapConn) op() bool {
 		c.line = true // INFO, PING, PONG, +OK, -ERR: up to the end of the line
 		return true
 	default:
-		c.bypass = true
+		c.giveUp()
 		return true
 	}
 	i := bytes.IndexByte(b, '\n')
 	if i < 0 {
 		if len(b) > tapMaxLine {
-			c.bypass = true
+			c.giveUp()
 			return true
 		}
 		return false
 	}
 	subj, reply, hdr, total, ok := parseMsgLine(b[:i+1])
 	if !ok {
-		c.bypass = true
+		c.giveUp()
 		return true
 	}
 	taker := c.t.taker.Load()
@@ -273,7 +308,7 @@ func (c *tapConn) op() bool {
 	}
 	payload := b[i+1 : i+1+total]
 	if b[end-2] != '\r' || b[end-1] != '\n' {
-		c.bypass = true
+		c.giveUp()
 		return true
 	}
 	var h []byte
@@ -352,4 +387,10 @@ func parseMsgLine(line []byte) (subj, reply []byte, hdr, total int, ok bool) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// giveUp passes every byte from now on, and stops direct writes.
+func (c *tapConn) giveUp() {
+	c.bypass = true
+	c.plain.Store(false)
 }

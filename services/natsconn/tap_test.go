@@ -2,13 +2,20 @@ package natsconn
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/natsrtc/signal/services/natstest"
 )
 
 // chunkConn serves data in the chunk sizes of sizes (then the rest at
@@ -227,4 +234,79 @@ func FuzzTap(f *testing.F) {
 		}
 		checkTap(t, ops, sizes, 1+(buf&0xfff))
 	})
+}
+
+// TestWriteDirect: ops written directly reach the server between
+// nats.go's own publishes, from many goroutines, every one intact; and
+// the tap takes what arrives on users' subjects.
+func TestWriteDirect(t *testing.T) {
+	s := natstest.Server(t)
+	nc, err := Connect(Config{URL: s.ClientURL(), Name: "direct", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := WaitConnected(ctx, nc); err != nil {
+		t.Fatal(err)
+	}
+	tap := TapOf(nc)
+	if tap == nil {
+		t.Fatal("no tap")
+	}
+	var mu sync.Mutex
+	got := map[string]int{}
+	tap.SetTaker(func(subj, reply, header, data []byte) bool {
+		mu.Lock()
+		got[string(data)]++
+		mu.Unlock()
+		return true
+	})
+	sub, err := nc.SubscribeSync("user.me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	const per = 300
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range per {
+				data := fmt.Sprintf("g%d-%d", g, i)
+				if g%2 == 0 {
+					_ = nc.PublishMsg(&nats.Msg{Subject: "user.me", Header: nats.Header{"K": {"v"}}, Data: []byte(data)})
+					continue
+				}
+				hdr := "NATS/1.0\r\nK: v\r\n\r\n"
+				op := fmt.Sprintf("HPUB user.me %d %d\r\n%s%s\r\n", len(hdr), len(hdr)+len(data), hdr, data)
+				if err := tap.WriteDirect(nc, []byte(op)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 4*per {
+		t.Fatalf("%d distinct messages taken, want %d", len(got), 4*per)
+	}
+	for k, n := range got {
+		if n != 1 {
+			t.Fatalf("%s taken %d times", k, n)
+		}
+	}
+	if _, err := sub.NextMsg(50 * time.Millisecond); err == nil {
+		t.Fatal("nats.go got a message the tap took")
+	}
 }
