@@ -157,8 +157,7 @@ row() { # label event
 }
 row "system calls" raw_syscalls:sys_enter
 row "futex calls" syscalls:sys_enter_futex
-row "epoll_pwait (Go's netpoller; the edge's poller since it parks in it)" syscalls:sys_enter_epoll_pwait
-row "epoll_wait (the edge's poller, when it had a thread of its own)" syscalls:sys_enter_epoll_wait
+row "epoll_pwait (Go's netpoller, and the edge's poller)" syscalls:sys_enter_epoll_pwait
 row "epoll_ctl" syscalls:sys_enter_epoll_ctl
 row "thread wake-ups (sched_wakeup)" sched:sched_wakeup
 row "context switches" context-switches
