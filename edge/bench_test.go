@@ -118,7 +118,7 @@ func tapFrame(e *Edge, to *conn) (subj, hdr, data []byte) {
 	e.inline.once.Do(func() {})
 	e.inline.on = true
 	e.inline.mu.Lock()
-	e.inline.by = map[string][]*inlineEntry{to.sess.token: {{s: to.sess}}}
+	e.inline.by = map[string]*inlineEntry{to.sess.token: {s: to.sess}}
 	e.inline.mu.Unlock()
 	m := natsMsg(to)
 	hdr = []byte("NATS/1.0\r\n" + subject.HeaderFrom + ": alice\r\n" + subject.HeaderEdge + ": bench\r\n" +

@@ -41,12 +41,13 @@ type inlineIndex struct {
 	once sync.Once
 	on   bool // a tap takes frames for this edge
 	mu   sync.RWMutex
-	by   map[string][]*inlineEntry // token -> the sessions subscribing it
+	by   map[string]*inlineEntry // token -> the sessions subscribing it (a list: one, as a rule)
 }
 
 type inlineEntry struct {
 	s         *session
-	dispensed atomic.Bool // the dispatchers deliver its frames (shared, or no longer live)
+	next      *inlineEntry // another session subscribing the token
+	dispensed atomic.Bool  // the dispatchers deliver its frames (shared, or no longer live)
 }
 
 // attach sets e's taker on its connection's tap, once.
@@ -65,15 +66,14 @@ func (x *inlineIndex) add(s *session) {
 	}
 	x.mu.Lock()
 	if x.by == nil {
-		x.by = make(map[string][]*inlineEntry)
+		x.by = make(map[string]*inlineEntry)
 	}
-	es := x.by[s.token]
-	en := &inlineEntry{s: s}
-	for _, other := range es {
+	en := &inlineEntry{s: s, next: x.by[s.token]}
+	for other := en.next; other != nil; other = other.next {
 		other.dispensed.Store(true)
 		en.dispensed.Store(true)
 	}
-	x.by[s.token] = append(es, en)
+	x.by[s.token] = en
 	x.mu.Unlock()
 }
 
@@ -85,19 +85,32 @@ func (x *inlineIndex) remove(s *session) {
 		return
 	}
 	x.mu.Lock()
-	es := x.by[s.token]
-	for i, en := range es {
-		if en.s == s {
-			es = append(es[:i:i], es[i+1:]...)
+	for p := x.by[s.token]; p != nil; p = p.next {
+		if p.s == s {
+			x.unlink(s.token, p)
 			break
 		}
 	}
-	if len(es) == 0 {
-		delete(x.by, s.token)
-	} else {
-		x.by[s.token] = es
-	}
 	x.mu.Unlock()
+}
+
+// unlink removes en from tok's list; x.mu is held.
+func (x *inlineIndex) unlink(tok string, en *inlineEntry) {
+	head := x.by[tok]
+	if head == en {
+		if en.next == nil {
+			delete(x.by, tok)
+		} else {
+			x.by[tok] = en.next
+		}
+		return
+	}
+	for p := head; p.next != nil; p = p.next {
+		if p.next == en {
+			p.next = en.next
+			return
+		}
+	}
 }
 
 // take is the edge's natsconn.Taker: a frame on a user's subject, on the
@@ -107,11 +120,10 @@ func (e *Edge) take(subj, reply, header, data []byte) bool {
 	x := &e.inline
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	es := x.by[string(tok)]
-	if len(es) != 1 || es[0].dispensed.Load() {
+	en := x.by[string(tok)]
+	if en == nil || en.next != nil || en.dispensed.Load() {
 		return false
 	}
-	en := es[0]
 	s := en.s
 	s.mu.Lock()
 	st := s.state
