@@ -19,9 +19,16 @@
 # (the tool's own -max-time, and `timeout` around it).
 #
 # To measure some other server speaking the tutorial protocol instead (one
-# URL, one process), start it yourself and pass:
+# URL), start it yourself and pass its process id(s), comma separated (all
+# of them count for its memory and CPU):
 #
 #   EXTERNAL_URL=ws://127.0.0.1:9090/ EXTERNAL_PID=1234 deploy/bench.sh
+#
+# CPU per message: the relay steps give the tool -pids with every server
+# process (signal and edge, or EXTERNAL_PID's), and it reads their
+# utime+stime from /proc/PID/stat at the start and the end of the measured
+# window: their sum over the messages delivered in it is the server CPU per
+# message; the tool's own CPU per message is reported beside it.
 #
 # Settings (environment):
 #   N=19000          idle users for the conns step
@@ -160,14 +167,22 @@ if [ -z "$EXTERNAL_URL" ]; then
   TARGET="this system: signal (NATS, registry, edge A :$PORT_A) + edge B (:$PORT_B)"
   if [ "$CONNS_EDGE" = a ]; then CONNS_URL=$URL_A; else CONNS_URL=$URL_B; fi
 else
-  [ -n "$EXTERNAL_PID" ] || die "EXTERNAL_URL needs EXTERNAL_PID (the server's process id, for its RSS)"
-  kill -0 "$EXTERNAL_PID" 2>/dev/null || die "EXTERNAL_PID $EXTERNAL_PID is not running"
+  [ -n "$EXTERNAL_PID" ] || die "EXTERNAL_URL needs EXTERNAL_PID (the server's process id(s), for its RSS and CPU)"
+  PROCS=""
+  k=0
+  for pid in ${EXTERNAL_PID//,/ }; do
+    kill -0 "$pid" 2>/dev/null || die "EXTERNAL_PID $pid is not running"
+    k=$((k + 1))
+    name=server
+    if [ "$k" -gt 1 ]; then name=server$k; fi
+    PROCS+="${PROCS:+ }$name:$pid"
+  done
   URL_A=$EXTERNAL_URL
   URLS=$EXTERNAL_URL
   CONNS_URL=$EXTERNAL_URL
-  PROCS="server:$EXTERNAL_PID"
   TARGET="external server $EXTERNAL_URL (pid $EXTERNAL_PID)"
 fi
+PIDS=${PROCS// /,} # for the tool's -pids
 sleep 1
 
 # j FILE KEY: a top-level number of a result; j FILE OBJ.KEY: one of a
@@ -204,6 +219,14 @@ bench() {
   echo "${s}tool $(j "$out/$name.json" tool_cpu_s) in ${CPU[${name}_wall]} s wall; load average before ${LOAD[$name]}" >"$out/$name.cpu"
 }
 cpu_row() { cat "$out/$1.cpu" 2>/dev/null || echo -; }
+# cpu_split FILE: "; signal 1.2 s, edge 0.8 s" (the window's CPU seconds per
+# server process), or nothing with one process.
+cpu_split() {
+  local p s=""
+  [ "${PROCS// /}" != "$PROCS" ] || return 0
+  for p in $PROCS; do s+="${s:+, }${p%%:*} $(j "$1" "server_cpu_s.${p%%:*}") s"; done
+  echo "; $s in the window"
+}
 
 fmt_n() { [ "$1" = - ] && echo - || printf "%.0f" "$1"; }
 
@@ -238,13 +261,13 @@ for step in $STEPS; do
     wait "$bpid" || true
     ;;
   relay)
-    bench relay relay -url "$URLS" -pairs "$PAIRS" -duration "$DURATION" -warmup "$WARMUP"
+    bench relay relay -url "$URLS" -pairs "$PAIRS" -duration "$DURATION" -warmup "$WARMUP" -pids "$PIDS"
     ;;
   relay1)
-    bench relay1 relay -url "$URL_A" -pairs "$PAIRS" -duration "$DURATION" -warmup "$WARMUP"
+    bench relay1 relay -url "$URL_A" -pairs "$PAIRS" -duration "$DURATION" -warmup "$WARMUP" -pids "$PIDS"
     ;;
   paced)
-    bench paced relay -url "$URLS" -pairs "$PAIRS" -rate "$RATE" -duration "$DURATION" -warmup "$WARMUP"
+    bench paced relay -url "$URLS" -pairs "$PAIRS" -rate "$RATE" -duration "$DURATION" -warmup "$WARMUP" -pids "$PIDS"
     ;;
   logins)
     bench logins logins -url "$URLS" -c "$LOGIN_C" -duration "$DURATION"
@@ -273,6 +296,7 @@ for step in $STEPS; do
     row "relay ($where): round trip p50 / p90 / p99 / max µs" \
       "$(j "$f" rtt.p50_us) / $(j "$f" rtt.p90_us) / $(j "$f" rtt.p99_us) / $(j "$f" rtt.max_us)"
     row "relay ($where): lost / misrouted" "$(j "$f" lost) / $(j "$f" misrouted)"
+    row "relay ($where): CPU per message delivered, all server processes / load tool µs" "$(j "$f" server_cpu_us_per_msg) / $(j "$f" tool_cpu_us_per_msg)$(cpu_split "$f")"
     row "relay ($where): CPU seconds" "$(cpu_row "$step")"
     ;;
   paced)
@@ -280,6 +304,7 @@ for step in $STEPS; do
     row "relay paced: round trip p50 / p99 / p99.9 / max µs" \
       "$(j "$f" rtt.p50_us) / $(j "$f" rtt.p99_us) / $(j "$f" rtt.p999_us) / $(j "$f" rtt.max_us)"
     row "relay paced: lost / misrouted; pacer lag max µs" "$(j "$f" lost) / $(j "$f" misrouted); $(j "$f" send_lag_max_us)"
+    row "relay paced: CPU per message delivered, all server processes / load tool µs" "$(j "$f" server_cpu_us_per_msg) / $(j "$f" tool_cpu_us_per_msg)$(cpu_split "$f")"
     row "relay paced: CPU seconds" "$(cpu_row "$step")"
     ;;
   logins)

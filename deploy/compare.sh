@@ -3,8 +3,21 @@
 # tutorial protocol, in alternating rounds of deploy/bench.sh, so that both
 # see the same machine conditions (on a shared machine single runs move by
 # up to 30%). Prints, for each figure, the median and the range over the
-# rounds. Bounded: each bench.sh run bounds itself; the whole script stops
-# after ROUNDS rounds.
+# rounds, and the ratio of the medians. Bounded: each bench.sh run bounds
+# itself; the whole script stops after ROUNDS rounds.
+#
+# The same independent load generator (cmd/signal-bench, tutorial-protocol
+# clients over loopback) drives both, with the per-connection rate and
+# per-address limits of this system lifted as for any benchmark (bench.sh's
+# default SERVER_ARGS, "-rate -1 -max-conns-per-ip -1"). "Across two edges"
+# is this system as a cluster: `signal` plus a second `edge`, the callers
+# on signal's edge and the callees on the other, so that every message
+# crosses NATS between two edge processes; the other server is one process
+# on one URL, measured the same way (relay1). CPU per message is the CPU
+# time (utime+stime, /proc/PID/stat) of every server process over the
+# measured window, divided by the messages delivered in it: signal plus the
+# second edge here, the other server's process(es) there; the load tool's
+# own is beside it.
 #
 #   EXTERNAL_CMD='node /path/to/tutorial/server.js' EXTERNAL_PORT=9090 \
 #     NICE=-15 bash deploy/compare.sh
@@ -63,6 +76,16 @@ value() {
     sed -n "s/.*\"$k\":\([^,}]*\).*/\1/p" "$f"
   fi
 }
+# fails WHO: failed logins and refusals over every logins run.
+fails() {
+  local f n=0 a b
+  for f in "$out"/"$1"*/logins.json; do
+    [ -s "$f" ] || continue
+    a=$(value "$f" failures) b=$(value "$f" refused)
+    n=$((n + ${a:-0} + ${b:-0}))
+  done
+  echo "$n"
+}
 # stat WHO STEP KEY: "median (min-max)" over the rounds.
 stat() {
   local who=$1 step=$2 key=$3 r f
@@ -75,20 +98,34 @@ stat() {
     printf "%.6g (%.6g-%.6g)\n", m, v[1], v[NR] }'
 }
 
+# ratio A B: A / B of two "median (min-max)" figures.
+ratio() {
+  awk -v a="${1%% *}" -v b="${2%% *}" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f\n", a / b }'
+}
+# line LABEL OURS OTHER: a table row with the ratio.
+line() { echo "| $1 | $2 | $3 | $(ratio "$2" "$3") |"; }
+
 echo
 echo "### deploy/compare.sh: $ROUNDS alternating rounds; median (min-max)"
 echo
 echo "$(uname -sr), $(nproc) CPUs; $(date -u +%Y-%m-%dT%H:%MZ)$([ -n "${NICE:-}" ] && echo "; nice $NICE"); other: $EXTERNAL_CMD"
 echo
-echo "| figure | this system | other |"
-echo "| --- | --- | --- |"
-echo "| relay, closed loop, one URL: msgs/s | $(stat ours relay1 msgs_per_s) | $(stat other relay1 msgs_per_s) |"
-echo "| same: round trip p50 µs | $(stat ours relay1 rtt.p50_us) | $(stat other relay1 rtt.p50_us) |"
-echo "| same: round trip p99 µs | $(stat ours relay1 rtt.p99_us) | $(stat other relay1 rtt.p99_us) |"
-echo "| relay, closed loop, across two edges: msgs/s | $(stat ours relay msgs_per_s) | - |"
-echo "| same: round trip p50 µs | $(stat ours relay rtt.p50_us) | - |"
-echo "| same: round trip p99 µs | $(stat ours relay rtt.p99_us) | - |"
-echo "| relay paced: round trip p50 µs | $(stat ours paced rtt.p50_us) | $(stat other paced rtt.p50_us) |"
-echo "| relay paced: round trip p99 µs | $(stat ours paced rtt.p99_us) | $(stat other paced rtt.p99_us) |"
-echo "| logins: cycles/s | $(stat ours logins cycles_per_s) | $(stat other logins cycles_per_s) |"
-echo "| lost + misrouted, relay (all rounds) | $(cat "$out"/ours*/relay*.json "$out"/ours*/paced.json 2>/dev/null | sed -n 's/.*"lost":\([0-9]*\).*"misrouted":\([0-9]*\).*/\1 \2/p' | awk '{s+=$1+$2} END {print s+0}') | $(cat "$out"/other*/relay*.json "$out"/other*/paced.json 2>/dev/null | sed -n 's/.*"lost":\([0-9]*\).*"misrouted":\([0-9]*\).*/\1 \2/p' | awk '{s+=$1+$2} END {print s+0}') |"
+echo "| figure | this system | other | this / other |"
+echo "| --- | --- | --- | --- |"
+line "relay, closed loop, across two edges (other: its one URL): msgs/s" "$(stat ours relay msgs_per_s)" "$(stat other relay1 msgs_per_s)"
+line "same: server CPU per message, all server processes, µs" "$(stat ours relay server_cpu_us_per_msg)" "$(stat other relay1 server_cpu_us_per_msg)"
+line "same: load tool CPU per message, µs" "$(stat ours relay tool_cpu_us_per_msg)" "$(stat other relay1 tool_cpu_us_per_msg)"
+line "same: round trip p50 µs" "$(stat ours relay rtt.p50_us)" "$(stat other relay1 rtt.p50_us)"
+line "same: round trip p99 µs" "$(stat ours relay rtt.p99_us)" "$(stat other relay1 rtt.p99_us)"
+line "relay, closed loop, one URL: msgs/s" "$(stat ours relay1 msgs_per_s)" "$(stat other relay1 msgs_per_s)"
+line "same: server CPU per message, all server processes, µs" "$(stat ours relay1 server_cpu_us_per_msg)" "$(stat other relay1 server_cpu_us_per_msg)"
+line "same: round trip p50 µs" "$(stat ours relay1 rtt.p50_us)" "$(stat other relay1 rtt.p50_us)"
+line "same: round trip p99 µs" "$(stat ours relay1 rtt.p99_us)" "$(stat other relay1 rtt.p99_us)"
+line "relay paced$([ "$STEPS_OTHER" = "${STEPS_OTHER/paced/}" ] || echo ", across two edges (other: one URL)"): round trip p50 µs" "$(stat ours paced rtt.p50_us)" "$(stat other paced rtt.p50_us)"
+line "same: round trip p99 µs" "$(stat ours paced rtt.p99_us)" "$(stat other paced rtt.p99_us)"
+line "same: round trip p99.9 µs" "$(stat ours paced rtt.p999_us)" "$(stat other paced rtt.p999_us)"
+line "same: server CPU per message, µs" "$(stat ours paced server_cpu_us_per_msg)" "$(stat other paced server_cpu_us_per_msg)"
+line "logins (connect+login+close, over two edges; other: one URL): cycles/s" "$(stat ours logins cycles_per_s)" "$(stat other logins cycles_per_s)"
+lost() { cat "$out"/"$1"*/relay*.json "$out"/"$1"*/paced.json 2>/dev/null | sed -n 's/.*"lost":\([0-9]*\).*"misrouted":\([0-9]*\).*/\1 \2/p' | awk '{s+=$1+$2} END {print s+0}'; }
+echo "| lost + misrouted, relay (all rounds) | $(lost ours) | $(lost other) | |"
+echo "| failed logins + success:false (all rounds) | $(fails ours) | $(fails other) | |"

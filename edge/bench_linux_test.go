@@ -3,7 +3,6 @@
 package edge
 
 import (
-	"bufio"
 	"bytes"
 	"io"
 	"net"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
+
+	"github.com/natsrtc/signal/services/protocol"
 )
 
 // settler returns a function that waits until everything written to c has
@@ -47,9 +48,15 @@ func fdOf(tb testing.TB, nc net.Conn) int {
 
 // socketPath sets up carol, a logged-in connection whose frames the test
 // writes to the socket as a client would, and returns a function that
-// reads and handles one frame the way the poller's reader does.
-func socketPath(tb testing.TB) (e *Edge, sendAndRead func() bool) {
-	e, _, _ = hotPath(tb)
+// sends one frame and has it read and handled the way the poller does
+// (ready, on the calling goroutine, with a buffer of the poller's size).
+func socketPath(tb testing.TB) (e *Edge, sendAndRead func() bool) { return socketPathOn(tb, false) }
+
+// socketPathOn is socketPath; tapped as hotPathOn (the relay goes to the
+// poller's batch, written after each frame as at the end of a poller
+// round).
+func socketPathOn(tb testing.TB, tapped bool) (e *Edge, sendAndRead func() bool) {
+	e, _, _ = hotPathOn(tb, tapped)
 	c, client := loggedIn(tb, e, socketPairs(tb), "carol")
 	go func() { _, _ = io.Copy(io.Discard, client) }()
 	sink(c)
@@ -58,15 +65,19 @@ func socketPath(tb testing.TB) (e *Edge, sendAndRead func() bool) {
 		tb.Fatal(err)
 	}
 	frame := buf.Bytes()
-	pr := &pollReader{br: bufio.NewReaderSize(nil, readBufferSize)}
-	pr.src = stallGuard{c: c}
-	pr.br.Reset(&pr.src)
+	rd := newRawRead(pollBufferSize)
+	relayed := &e.stats.relayed[protocol.TypeCandidate]
 	return e, func() bool {
 		if _, err := client.Write(frame); err != nil {
 			return false
 		}
-		pr.src.reads = 0
-		return c.readFrame(pr.br, &pr.frameScratch)
+		// The frame is in the socket when the loopback write returns, as
+		// a rule; an event that finds nothing yet is one a poller gets too.
+		for n := relayed.Load(); relayed.Load() == n && !c.torn.Load(); {
+			c.ready(rd)
+		}
+		e.poll.flushBatch()
+		return !c.torn.Load()
 	}
 }
 
@@ -98,5 +109,32 @@ func TestSocketPathAllocs(t *testing.T) {
 		}
 	}); n > 3 {
 		t.Errorf("socket frame to NATS publish: %.1f allocations, want at most 3 (those of TestHotPathAllocs)", n)
+	}
+	// Tapped, as the binaries run: the publish is the poller's, written
+	// as it is; what remains is the in-process NATS server's one for the
+	// message it routes.
+	e, next := socketPathOn(t, true)
+	if e.poll.tap == nil {
+		t.Fatal("the tapped edge's poller has no tap")
+	}
+	if n := testing.AllocsPerRun(1000, func() {
+		if !next() {
+			t.Fatal("connection ended")
+		}
+	}); n > 1 {
+		t.Errorf("tapped socket frame to NATS publish: %.1f allocations, want at most 1 (the NATS server's)", n)
+	}
+}
+
+// BenchmarkSocketToNATSTapped: BenchmarkSocketToNATS on a tapped
+// connection (the poller's batch, no nats.go publish).
+func BenchmarkSocketToNATSTapped(b *testing.B) {
+	_, next := socketPathOn(b, true)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(offer)))
+	for b.Loop() {
+		if !next() {
+			b.Fatal("connection ended")
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/natsrtc/signal/registry"
 	"github.com/natsrtc/signal/services/names"
+	"github.com/natsrtc/signal/services/natsconn"
 	"github.com/natsrtc/signal/services/natstest"
 	"github.com/natsrtc/signal/services/protocol"
 	"github.com/natsrtc/signal/services/subject"
@@ -22,7 +23,12 @@ import (
 // hotPath sets up a real edge on a real NATS server with two logged-in
 // connections whose sockets are loopback TCP, drained in the background, so
 // that writes take the path they take in production.
-func hotPath(tb testing.TB) (e *Edge, a, b *conn) {
+func hotPath(tb testing.TB) (e *Edge, a, b *conn) { return hotPathOn(tb, false) }
+
+// hotPathOn is hotPath; tapped: the edge's NATS connection is made by
+// natsconn.Connect, with its tap (frames in from the read path, relays out
+// through the poller's batch), as the binaries make it.
+func hotPathOn(tb testing.TB, tapped bool) (e *Edge, a, b *conn) {
 	tb.Helper()
 	s := natstest.Server(tb)
 	quiet := slog.New(slog.DiscardHandler)
@@ -31,7 +37,20 @@ func hotPath(tb testing.TB) (e *Edge, a, b *conn) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = reg.Stop() })
-	e, err = New(Config{NC: natstest.Conn(tb, s), ID: "bench", Logger: quiet, Rate: -1, MaxCandidates: 1 << 30})
+	nc := natstest.Conn(tb, s)
+	if tapped {
+		nc.Close()
+		if nc, err = natsconn.Connect(natsconn.Config{URL: s.ClientURL(), Logger: quiet}); err != nil {
+			tb.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := natsconn.WaitConnected(ctx, nc); err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(nc.Close)
+	}
+	e, err = New(Config{NC: nc, ID: "bench", Logger: quiet, Rate: -1, MaxCandidates: 1 << 30})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -74,6 +93,37 @@ func BenchmarkNATSToClient(b *testing.B) {
 		e.deliver(m)
 		waitWritten(bob)
 	}
+}
+
+// BenchmarkTapToClient: a frame from the NATS read path (the connection's
+// tap) to the socket write: header lookup, the kept copy, the session's
+// delivery.
+func BenchmarkTapToClient(b *testing.B) {
+	e, _, bob := hotPath(b)
+	subj, hdr, data := tapFrame(e, bob)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if !e.take(subj, nil, hdr, data) {
+			b.Fatal("not taken")
+		}
+		waitWritten(bob)
+	}
+}
+
+// tapFrame registers to's session for the read path, as a tapped
+// connection would have it, and returns a frame for it as the tap passes
+// it on.
+func tapFrame(e *Edge, to *conn) (subj, hdr, data []byte) {
+	e.inline.once.Do(func() {})
+	e.inline.on = true
+	e.inline.mu.Lock()
+	e.inline.by = map[string]*inlineEntry{to.sess.token: {s: to.sess}}
+	e.inline.mu.Unlock()
+	m := natsMsg(to)
+	hdr = []byte("NATS/1.0\r\n" + subject.HeaderFrom + ": alice\r\n" + subject.HeaderEdge + ": bench\r\n" +
+		subject.HeaderSeq + ": s1:1\r\n" + subject.HeaderSent + ": 1\r\n\r\n")
+	return []byte(m.Subject), hdr, m.Data
 }
 
 func natsMsg(to *conn) *nats.Msg {
@@ -176,6 +226,8 @@ func writtenAll(c *conn) bool {
 //     from); 1 elsewhere, the closure of the "go" statement that starts the
 //     socket's writer. The *nats.Msg itself is allocated by nats.go's
 //     reader before it reaches the edge.
+//   - the same from a tapped connection's read path (inline.go): one more,
+//     the frame's kept copy; nats.go allocates nothing for it.
 func TestHotPathAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates; run without -race")
@@ -201,5 +253,13 @@ func TestHotPathAllocs(t *testing.T) {
 	settled := settler(t, bob)
 	if n := testing.AllocsPerRun(1000, func() { settled(); e.deliver(m); waitWritten(bob) }); n > budget {
 		t.Errorf("NATS message to socket write: %.1f allocations, want at most %.0f", n, budget)
+	}
+	// From the read path (a tapped connection): the kept copy of the
+	// frame, one allocation for its bytes and header values, where nats.go
+	// made a message, a payload copy and a header map (the *nats.Msg above
+	// is made once, outside the loop).
+	subj, hdr, data := tapFrame(e, bob)
+	if n := testing.AllocsPerRun(1000, func() { settled(); e.take(subj, nil, hdr, data); waitWritten(bob) }); n > budget+1 {
+		t.Errorf("tapped NATS frame to socket write: %.1f allocations, want at most %.0f", n, budget+1)
 	}
 }

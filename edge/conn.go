@@ -15,8 +15,8 @@ import (
 	"github.com/gobwas/ws"
 )
 
-// conn is one client socket. Its reader (readReady for a polled socket,
-// serve otherwise) owns everything not marked otherwise, one reader at a
+// conn is one client socket. Its reader (for a polled socket whoever holds
+// pbusy, see poll_linux.go; serve otherwise) owns everything not marked otherwise, one reader at a
 // time. A frame for the client is written at once by whoever enqueues it
 // when nothing is waiting and the kernel takes it; otherwise it waits in a
 // bounded queue drained by a writer goroutine that exists only while there
@@ -39,8 +39,13 @@ type conn struct {
 	op   ws.OpCode       // its opcode
 	fd   int             // the socket, when the poller watches it (else -1)
 	raw  syscall.RawConn // the socket, for writes without a writer goroutine (nil: none)
-	rmu  sync.Mutex      // held by the polled reader
 	torn atomic.Bool     // teardown has run
+
+	// A polled socket's reader: pbusy is held by whoever reads it (the
+	// poller, or the goroutine it handed the socket to); ppend is an event
+	// that came meanwhile, for the holder (poll_linux.go).
+	pbusy, ppend atomic.Bool
+	direct       bool // its reader is the poller's goroutine: relays go to the poller's batch
 
 	// sess is the logged-in session, set and read by the reader; other
 	// goroutines read it under smu, which also guards ended: once the
@@ -126,7 +131,7 @@ func (e *Edge) upgrade(w http.ResponseWriter, r *http.Request) {
 	e.stats.connections.Add(1)
 	if c.fd >= 0 {
 		if e.poll.watch(c) == nil {
-			return // the poller calls readReady when the client sends something
+			return // the poller reads it when the client sends something
 		}
 		c.fd = -1 // never watched: no event can race this write
 	}

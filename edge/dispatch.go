@@ -27,25 +27,35 @@ var framePool = sync.Pool{New: func() any { return new(protocol.Frame) }}
 
 // message handles one complete client message; false ends the read loop.
 func (c *conn) message(op ws.OpCode, data []byte) bool {
+	ok, _ := c.handleMessage(op, data, false)
+	return ok
+}
+
+// handleMessage is message. With inline set (the caller is the poller's
+// goroutine, which must not wait), a message whose handling waits on the
+// registry or the buckets (waits) is checked and parsed (the rate limit
+// counts it) but not handled: deferred is true, and deferredMessage
+// handles it, on a goroutine that may wait.
+func (c *conn) handleMessage(op ws.OpCode, data []byte, inline bool) (ok, deferred bool) {
 	if c.revoked.Load() {
-		return true // closing: its name is gone, it speaks for nobody
+		return true, false // closing: its name is gone, it speaks for nobody
 	}
 	if drop, ok := c.limited(); drop {
-		return ok
+		return ok, false
 	}
 	if c.e.suspect.Load() || c.e.paused() {
 		// The edge was frozen: its names may be someone else's now. Until
 		// its heartbeat has checked every session, nothing counts.
 		c.sendError(reasonBusDown, errPaused)
-		return true
+		return true, false
 	}
 	if op == ws.OpBinary {
 		c.sendError(reasonBinary, "binary frames are not supported: send JSON text frames")
-		return true
+		return true, false
 	}
 	if !utf8.Valid(data) {
 		c.fail(closeInvalidUTF8)
-		return false
+		return false, false
 	}
 	f := framePool.Get().(*protocol.Frame)
 	defer framePool.Put(f)
@@ -60,8 +70,40 @@ func (c *conn) message(op ws.OpCode, data []byte) bool {
 		default:
 			c.sendError(reasonBadFrame, "Command not found: type is not a string")
 		}
+		return true, false
+	}
+	if inline && waits(f.Type) {
+		return true, true
+	}
+	return c.handle(f, data), false
+}
+
+// waits reports whether handling a message of type t waits on the
+// registry or the buckets: logins, joins, parts and watches.
+func waits(t protocol.Type) bool {
+	switch t {
+	case protocol.TypeLogin, protocol.TypeJoin, protocol.TypePart, protocol.TypeWatch:
 		return true
 	}
+	return false
+}
+
+// deferredMessage handles a message that handleMessage deferred; its
+// checks were made then, and its bytes parsed.
+func (c *conn) deferredMessage(data []byte) bool {
+	if c.revoked.Load() {
+		return true
+	}
+	f := framePool.Get().(*protocol.Frame)
+	defer framePool.Put(f)
+	if protocol.Parse(data, f) != nil {
+		return true // not reached: it parsed before
+	}
+	return c.handle(f, data)
+}
+
+// handle acts on a parsed client message; false ends the read loop.
+func (c *conn) handle(f *protocol.Frame, data []byte) bool {
 	switch f.Type {
 	case protocol.TypeLogin:
 		c.login(f, data)

@@ -66,7 +66,8 @@ type Edge struct {
 	// order.
 	msgs     []chan *nats.Msg
 	dispWG   sync.WaitGroup
-	nrPrefix string // reply subject prefix: "<inbox>." + conn id + "." + target token
+	inline   inlineIndex // sessions whose frames the NATS read path delivers (inline.go)
+	nrPrefix string      // reply subject prefix: "<inbox>." + conn id + "." + target token
 	subs     []*nats.Subscription
 	svc      micro.Service
 	srv      *http.Server

@@ -11,11 +11,8 @@ import (
 // call_end when a call ends (leave, or an end of either side, told by the
 // edge that sends the leave). They are core NATS publishes into the stream
 // SIGNAL_EVENTS (package events): nothing waits for them, and one published
-// while NATS is away is lost.
-
-func (e *Edge) callStart(name, token, peer string) {
-	e.event(token, events.Event{Kind: events.KindCallStart, Name: name, Peer: peerName(peer)})
-}
+// while NATS is away is lost. Those of relayed frames (call_start, and
+// call_end for a leave) are encoded on the relay's path (callevents.go).
 
 func (e *Edge) callEnd(name, token, peer, reason string) {
 	e.event(token, events.Event{Kind: events.KindCallEnd, Name: name, Peer: peerName(peer), Reason: reason})

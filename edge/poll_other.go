@@ -6,11 +6,18 @@ import (
 	"errors"
 
 	"github.com/gobwas/ws"
+
+	"github.com/natsrtc/signal/services/natsconn"
 )
 
 // poller is Linux only; elsewhere every connection has its reading
 // goroutine.
-type poller struct{}
+type poller struct {
+	tap    *natsconn.Tap
+	batch  []byte
+	maxPay int64
+	e      *Edge
+}
 
 func newPoller(*Edge) (*poller, error) { return nil, errors.New("no poller on this system") }
 
@@ -18,7 +25,6 @@ func socket(*conn) (int, error)   { return -1, errors.New("no poller") }
 func (*poller) watch(*conn) error { return errors.New("no poller") }
 func (*poller) forget(*conn)      {}
 func (*poller) close()            {}
-func (c *conn) readReady()        {}
 
 // writeNow is never called: without a poller no connection has c.raw.
 func (c *conn) writeNow(ws.OpCode, []byte) ([]byte, error) {

@@ -38,6 +38,11 @@ type sender struct {
 
 	routes [routeCache]route
 	next   int // the entry to replace next
+
+	startSubj, endSubj string // the subjects of its call events, made on first use
+
+	direct  []byte // the static part of the headers of a direct publish (direct.go)
+	viaNats bool   // its last publish went through nats.go's buffer
 }
 
 // route is one cached target: its subjects, made once.
@@ -172,17 +177,20 @@ func (c *conn) publish(s *session, f *protocol.Frame, out []byte) {
 		s.removePeer(r.token)
 	}
 	p.stamp(s)
-	pub := nats.Msg{Subject: r.subj, Reply: r.reply, Header: p.hdr, Data: out}
-	if err := e.nc.PublishMsg(&pub); err != nil {
-		c.sendError(reasonBusDown, errBusDown)
-		return
+	if !c.publishDirect(p, r.subj, r.reply, out, true) {
+		pub := nats.Msg{Subject: r.subj, Reply: r.reply, Header: p.hdr, Data: out}
+		if err := e.nc.PublishMsg(&pub); err != nil {
+			c.sendError(reasonBusDown, errBusDown)
+			return
+		}
+		p.viaNats = true
 	}
 	e.stats.relayed[f.Type].Add(1)
 	switch f.Type {
 	case protocol.TypeAnswer:
-		e.callStart(s.name, s.token, r.token)
+		c.callEvent(p, s, r, events.KindCallStart, "")
 	case protocol.TypeLeave:
-		e.callEnd(s.name, s.token, r.token, events.ReasonLeave)
+		c.callEvent(p, s, r, events.KindCallEnd, events.ReasonLeave)
 	}
 }
 

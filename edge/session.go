@@ -328,6 +328,7 @@ func (s *session) forget() {
 
 // unsubscribe ends the session's deliveries (idempotent).
 func (s *session) unsubscribe() {
+	s.e.inline.remove(s) // first: then no frame for it is being delivered inline
 	if s.sub != nil {
 		_ = s.sub.Unsubscribe()
 	}
@@ -403,8 +404,10 @@ func (t *sessionTable) add(s *session, sub func() (*nats.Subscription, error)) e
 	if t.closed {
 		return errStopping
 	}
+	s.e.inline.add(s) // before the subscription: its first frame may come that way
 	ns, err := sub()
 	if err != nil {
+		s.e.inline.remove(s)
 		return err
 	}
 	s.sub = ns

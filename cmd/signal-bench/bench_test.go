@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -250,8 +253,19 @@ func tutorialLike(t *testing.T, blackHole ...bool) string {
 
 func TestTutorialLikeServer(t *testing.T) {
 	url := tutorialLike(t)
-	m, code := runJSON(t, "relay", "-url", url, "-pairs", "3", "-warmup", "100ms", "-duration", "500ms", "-drain", "500ms")
+	// The server runs in this process: -pids names it, so that its CPU
+	// (and the tool's, both in this process) is read from /proc.
+	self := "self:" + strconv.Itoa(os.Getpid())
+	m, code := runJSON(t, "relay", "-url", url, "-pairs", "3", "-warmup", "100ms", "-duration", "500ms", "-drain", "500ms", "-pids", self)
 	checkRelay(t, m, code, 3, true)
+	if runtime.GOOS == "linux" {
+		if cpu, ok := m["server_cpu_s"].(map[string]any); !ok || cpu["self"] == nil || num(t, m, "server_cpu_us_per_msg") <= 0 || num(t, m, "tool_cpu_us_per_msg") <= 0 {
+			t.Errorf("no CPU per message: %v", m)
+		}
+		if code := run([]string{"relay", "-url", url, "-pids", "self:0"}, io.Discard, io.Discard, false); code != 2 {
+			t.Errorf("-pids self:0: exit %d, want 2", code)
+		}
+	}
 	// Each of the 6 connections got "Hello world" before its login reply;
 	// login skips those, so the relay readers see none.
 	m, code = runJSON(t, "logins", "-url", url, "-c", "2", "-duration", "300ms")

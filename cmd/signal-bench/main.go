@@ -81,6 +81,7 @@ type config struct {
 	Ready    string        `json:"-"`
 	Prefix   string        `json:"prefix"`
 	Profile  string        `json:"-"`
+	PIDs     []procRef     `json:"pids,omitempty"`
 
 	DurationS float64 `json:"duration_s,omitempty"`
 	WarmupS   float64 `json:"warmup_s,omitempty"`
@@ -157,6 +158,21 @@ func newFlagSet(cfg *config, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.Ready, "ready-file", "", "conns: file to write once every connection is up and the hold begins (removed at exit)")
 	fs.StringVar(&cfg.Prefix, "prefix", "", "user name prefix; names are PREFIX-c1, PREFIX-e1, PREFIX-n1, PREFIX-l1, ... (random by default, so that runs do not collide)")
 	fs.StringVar(&cfg.Profile, "cpuprofile", "", "write a CPU profile of this tool to the file")
+	fs.Func("pids", "relay: the server's processes, NAME:PID,... (or PID,...): their CPU time (utime+stime from /proc/PID/stat) over the measured window, per message delivered, beside this tool's own", func(s string) error {
+		cfg.PIDs = nil
+		for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+			name, id, ok := strings.Cut(f, ":")
+			if !ok {
+				name, id = "pid"+f, f
+			}
+			pid, err := strconv.Atoi(id)
+			if err != nil || pid <= 0 || name == "" {
+				return fmt.Errorf("%q: want NAME:PID", f)
+			}
+			cfg.PIDs = append(cfg.PIDs, procRef{Name: name, PID: pid})
+		}
+		return nil
+	})
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageHead)
 		fs.VisitAll(func(f *flag.Flag) {
@@ -176,6 +192,8 @@ func newFlagSet(cfg *config, stderr io.Writer) *flag.FlagSet {
 				def = "ws://127.0.0.1:9090/"
 			case "prefix":
 				def = "sb<random>"
+			case "pids":
+				def = "none"
 			}
 			if def == "" {
 				def = `""`
@@ -279,6 +297,11 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 	case "relay":
 		cfg.WarmupS, cfg.DrainS, cfg.ThinkS = cfg.Warmup.Seconds(), cfg.Drain.Seconds(), cfg.Think.Seconds()
 		cfg.N, cfg.C = 0, 0
+		for _, p := range cfg.PIDs {
+			if _, err := procCPU(p.PID); err != nil {
+				return nil, fmt.Errorf("-pids %s:%d: %v", p.Name, p.PID, err)
+			}
+		}
 	case "conns":
 		cfg.HoldS, cfg.DurationS = cfg.Hold.Seconds(), 0
 		cfg.Pairs, cfg.Rate, cfg.Pad = 0, 0, 0

@@ -43,6 +43,61 @@ type relayResult struct {
 	Disconnects    int64   `json:"disconnects"`
 	CloseTimeouts  int64   `json:"close_timeouts"`
 	FirstError     string  `json:"first_error,omitempty"`
+
+	// CPU over the measured window: each -pids process's (seconds), their
+	// sum per message delivered, and this tool's per message delivered.
+	ServerCPU       map[string]float64 `json:"server_cpu_s,omitempty"`
+	ServerCPUPerMsg float64            `json:"server_cpu_us_per_msg,omitempty"`
+	ToolCPUPerMsg   float64            `json:"tool_cpu_us_per_msg"`
+}
+
+// procRef is a server process whose CPU time the tool reads (-pids).
+type procRef struct {
+	Name string `json:"name"`
+	PID  int    `json:"pid"`
+}
+
+// cpuSample is the CPU time of this tool and of each -pids process at one
+// instant.
+type cpuSample struct {
+	tool  time.Duration
+	procs []time.Duration // -1: could not be read
+}
+
+func sampleCPU(procs []procRef) cpuSample {
+	s := cpuSample{tool: cpuTime(), procs: make([]time.Duration, len(procs))}
+	for i, p := range procs {
+		d, err := procCPU(p.PID)
+		if err != nil {
+			d = -1
+		}
+		s.procs[i] = d
+	}
+	return s
+}
+
+// cpuPerMsg fills the CPU figures of res from samples a and b taken at the
+// start and end of the window in which res.Delivered messages arrived.
+func (res *relayResult) cpuPerMsg(procs []procRef, a, b cpuSample) {
+	if res.Delivered <= 0 {
+		return
+	}
+	per := func(d time.Duration) float64 { return round1(float64(d.Nanoseconds()) / 1e3 / float64(res.Delivered)) }
+	res.ToolCPUPerMsg = per(b.tool - a.tool)
+	if len(procs) == 0 {
+		return
+	}
+	res.ServerCPU = make(map[string]float64, len(procs))
+	var sum time.Duration
+	for i, p := range procs {
+		if a.procs[i] < 0 || b.procs[i] < 0 {
+			continue // gone meanwhile
+		}
+		d := b.procs[i] - a.procs[i]
+		res.ServerCPU[p.Name] += round2(d.Seconds())
+		sum += d
+	}
+	res.ServerCPUPerMsg = per(sum)
 }
 
 func (r *relayResult) clean() bool {
@@ -439,9 +494,9 @@ func runRelay(ctx context.Context, cfg *config, d *dialer, stderr io.Writer) (*r
 		}
 	}
 	sleepUntil(r.winStart)
-	d0, t0 := sumDelivered(), r.now()
+	d0, t0, cpu0 := sumDelivered(), r.now(), sampleCPU(cfg.PIDs)
 	sleepUntil(r.winEnd)
-	d1, t1 := sumDelivered(), r.now()
+	d1, t1, cpu1 := sumDelivered(), r.now(), sampleCPU(cfg.PIDs)
 	r.stopping.Store(true)
 	pacers.Wait()
 
@@ -495,6 +550,7 @@ func runRelay(ctx context.Context, cfg *config, d *dialer, stderr io.Writer) (*r
 		res.MsgsPerS = round1(float64(res.Delivered) / window.Seconds())
 		res.OffersPerS = round1(float64(res.OffersInWindow) / cfg.Duration.Seconds())
 		res.RoundTripsPerS = round1(float64(res.RoundTrips) / cfg.Duration.Seconds())
+		res.cpuPerMsg(cfg.PIDs, cpu0, cpu1)
 	}
 	res.WrongUser, res.WrongSender = r.wrongUser.Load(), r.wrongSender.Load()
 	res.BadSeq, res.Corrupt = r.badSeq.Load(), r.corrupt.Load()
@@ -510,6 +566,11 @@ func runRelay(ctx context.Context, cfg *config, d *dialer, stderr io.Writer) (*r
 	fmt.Fprintf(stderr, "  round trip  %s\n", res.RTT)
 	if r.paced {
 		fmt.Fprintf(stderr, "  send lag    max %s (how late the pacer sent against its schedule)\n", fmtUS(res.SendLagMaxUS))
+	}
+	if res.ServerCPU != nil {
+		fmt.Fprintf(stderr, "  CPU         server %.1f µs per message delivered (%v s), this tool %.1f µs\n", res.ServerCPUPerMsg, res.ServerCPU, res.ToolCPUPerMsg)
+	} else {
+		fmt.Fprintf(stderr, "  CPU         this tool %.1f µs per message delivered\n", res.ToolCPUPerMsg)
 	}
 	fmt.Fprintf(stderr, "  lost %d  misrouted %d (wrong user %d, wrong sender %d, bad seq %d, corrupt %d)\n",
 		res.Lost, res.Misrouted, res.WrongUser, res.WrongSender, res.BadSeq, res.Corrupt)

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"syscall"
 	"time"
 )
@@ -12,3 +13,5 @@ func bindNoPort(network, address string, c syscall.RawConn) error { return nil }
 func raiseNoFile() (uint64, error) { return 0, nil }
 
 func cpuTime() time.Duration { return 0 }
+
+func procCPU(int) (time.Duration, error) { return 0, errors.New("needs /proc (Linux)") }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,6 +40,10 @@ type Config struct {
 	CA, Cert, Key string
 	// Options are added last.
 	Options []nats.Option
+	// NoTap leaves the connection without a Tap. Zero: a connection without
+	// TLS (and without a custom dialer of the caller's) gets one, which
+	// passes everything through until a Taker is set (TapOf).
+	NoTap bool
 }
 
 // authOptions turns the credential and TLS fields into nats.go options.
@@ -122,7 +127,30 @@ func Connect(cfg Config) (*nats.Conn, error) {
 	}
 	opts = append(opts, auth...)
 	opts = append(opts, cfg.Options...)
-	nc, err := nats.Connect(cfg.URL, opts...)
+	// As nats.Connect, with the Tap put in once every option is known.
+	o := nats.GetDefaultOptions()
+	for _, u := range strings.Split(cfg.URL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			o.Servers = append(o.Servers, u)
+		}
+	}
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(&o); err != nil {
+			return nil, fmt.Errorf("natsconn: %w", err)
+		}
+	}
+	if !cfg.NoTap && o.CustomDialer == nil && !o.Secure && o.TLSConfig == nil && o.TLSCertCB == nil && o.RootCAsCB == nil {
+		t := NewTap(TapPrefix)
+		if o.InProcessServer != nil {
+			o.InProcessServer = &tapInProcess{tap: t, p: o.InProcessServer}
+		} else {
+			o.CustomDialer = &tapDialer{tap: t, timeout: o.Timeout}
+		}
+	}
+	nc, err := o.Connect()
 	if err != nil {
 		return nil, fmt.Errorf("natsconn: %w", err)
 	}
