@@ -92,34 +92,67 @@ func (e *Edge) onReply(m *nats.Msg) {
 	}
 }
 
-// onRefused turns a refusal by a target's edge into an error frame for the
-// sender of the frame.
-func (e *Edge) onRefused(m *nats.Msg) { e.notOnline(string(m.Data)) }
+// reportLost tells the sender's edge that n frames its connection sent to
+// this session, on the route of f, before f, never arrived here: they were
+// lost in transit (a NATS server that died with them in its buffers).
+func (e *Edge) reportLost(f keptFrame, n uint64) {
+	e.stats.lostInTransit.Add(n)
+	if f.reply == "" || f.edge == "" || !strings.HasPrefix(f.reply, "_INBOX.") {
+		return
+	}
+	m := nats.Msg{Subject: subject.EdgeRefused(f.edge), Data: []byte(f.reply),
+		Header: nats.Header{subject.HeaderLost: {strconv.FormatUint(n, 10)}}}
+	_ = e.nc.PublishMsg(&m)
+}
+
+// onRefused turns a refusal by a target's edge, or its report of frames
+// lost in transit (HeaderLost), into an error frame for the sender of the
+// frame.
+func (e *Edge) onRefused(m *nats.Msg) {
+	c, tok, name := e.senderOf(string(m.Data))
+	if c == nil {
+		return
+	}
+	if v := m.Header.Get(subject.HeaderLost); v != "" {
+		if n, err := strconv.ParseUint(v, 10, 32); err == nil && n > 0 {
+			c.lostInTransit(name, n)
+		}
+		return
+	}
+	c.notOnline(tok, name, false)
+}
 
 // notOnline tells the connection that sent the frame whose reply subject
 // is reply that its target is not online. The peer stays in the
 // connection's peer set: the target may be gone for good (its edge died)
 // and its release then sends leave.
 func (e *Edge) notOnline(reply string) {
+	if c, tok, name := e.senderOf(reply); c != nil {
+		c.notOnline(tok, name, false)
+	}
+}
+
+// senderOf returns the connection that sent the frame whose reply subject
+// is reply, and its target's token and name; c is nil when that
+// connection is gone (or reply is not one of this edge's).
+func (e *Edge) senderOf(reply string) (c *conn, tok, name string) {
 	rest, ok := strings.CutPrefix(reply, e.nrPrefix)
 	if !ok {
-		return
+		return nil, "", ""
 	}
 	idStr, tok, ok := strings.Cut(rest, ".")
 	if !ok {
-		return
+		return nil, "", ""
 	}
 	id, err := strconv.ParseUint(idStr, 10, 64)
 	if err != nil {
-		return
+		return nil, "", ""
 	}
-	name, err := names.Decode(tok)
+	name, err = names.Decode(tok)
 	if err != nil {
-		return
+		return nil, "", ""
 	}
-	if c := e.conns.get(id); c != nil {
-		c.notOnline(tok, name, false)
-	}
+	return e.conns.get(id), tok, name
 }
 
 // onAsyncError is the NATS connection's error handler while the edge runs

@@ -43,8 +43,8 @@ func (c *conn) publishDirect(p *sender, subj, reply string, data []byte, headers
 		if p.direct == nil {
 			p.direct = p.directHeaders(c)
 		}
-		sent, seq := p.sent[0], p.seq[0]
-		hlen := len(p.direct) + len(sent) + len(hdrSeq) + len(seq) + len("\r\n\r\n")
+		sent, seq, track := p.sent[0], p.seq[0], p.track[0]
+		hlen := len(p.direct) + len(sent) + len(hdrSeq) + len(seq) + len(hdrTrack) + len(track) + len("\r\n\r\n")
 		if int64(hlen+len(data)) > e.maxPayload() {
 			e.poll.flushBatch() // nats.go refuses it; in order if it did not
 			return false
@@ -64,6 +64,8 @@ func (c *conn) publishDirect(p *sender, subj, reply string, data []byte, headers
 		b = append(b, sent...)
 		b = append(b, hdrSeq...)
 		b = append(b, seq...)
+		b = append(b, hdrTrack...)
+		b = append(b, track...)
 		b = append(b, "\r\n\r\n"...)
 	} else {
 		if int64(len(data)) > e.maxPayload() {
@@ -89,8 +91,12 @@ func (c *conn) publishDirect(p *sender, subj, reply string, data []byte, headers
 	return true
 }
 
-// hdrSeq is the header between the send time and the sequence number.
-const hdrSeq = "\r\n" + subject.HeaderSeq + ": "
+// hdrSeq is the header between the send time and the sequence number,
+// hdrTrack the one between that and the route's track.
+const (
+	hdrSeq   = "\r\n" + subject.HeaderSeq + ": "
+	hdrTrack = "\r\n" + subject.HeaderTrack + ": "
+)
 
 // directHeaders is the static start of a direct publish's headers, up to
 // the send time's value.

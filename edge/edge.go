@@ -243,24 +243,28 @@ type Stats struct {
 	Kept         uint64 `json:"kept"`
 	Lookups      uint64 `json:"lookups"`
 	Deduplicated uint64 `json:"deduplicated"`
+	// LostInTransit counts frames for sessions here that never arrived
+	// (a gap in their route's HeaderTrack); their senders were told.
+	LostInTransit uint64 `json:"lost_in_transit"`
 }
 
 // Stats returns a snapshot of the edge's counters.
 func (e *Edge) Stats() Stats {
 	s := e.stats
 	st := Stats{
-		ID:           e.cfg.ID,
-		Instance:     e.instance,
-		Connections:  s.connections.Load(),
-		Users:        s.users.Load(),
-		Held:         s.held.Load(),
-		SlowClients:  s.errors[reasonSlowClient].Load(),
-		DeadSockets:  s.errors[reasonDeadSocket].Load(),
-		LoginsOK:     s.logins[loginOK].Load() + s.logins[loginResumed].Load(),
-		LoginsTaken:  s.logins[loginTaken].Load() + s.logins[loginInvalid].Load(),
-		Kept:         s.kept.Load(),
-		Lookups:      s.checks.Load(),
-		Deduplicated: s.duplicates.Load(),
+		ID:            e.cfg.ID,
+		Instance:      e.instance,
+		Connections:   s.connections.Load(),
+		Users:         s.users.Load(),
+		Held:          s.held.Load(),
+		SlowClients:   s.errors[reasonSlowClient].Load(),
+		DeadSockets:   s.errors[reasonDeadSocket].Load(),
+		LoginsOK:      s.logins[loginOK].Load() + s.logins[loginResumed].Load(),
+		LoginsTaken:   s.logins[loginTaken].Load() + s.logins[loginInvalid].Load(),
+		Kept:          s.kept.Load(),
+		Lookups:       s.checks.Load(),
+		Deduplicated:  s.duplicates.Load(),
+		LostInTransit: s.lostInTransit.Load(),
 	}
 	for t := range s.relayed {
 		st.Relayed += s.relayed[t].Load()

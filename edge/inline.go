@@ -151,8 +151,9 @@ func (e *Edge) take(subj, reply, header, data []byte) bool {
 }
 
 // frameHdr holds the first values of a frame's headers (HeaderSeq,
-// HeaderFrom, HeaderEdge, HeaderSent), pointing into the header block.
-type frameHdr struct{ seq, from, edge, sent []byte }
+// HeaderFrom, HeaderEdge, HeaderSent, HeaderTrack), pointing into the
+// header block.
+type frameHdr struct{ seq, from, edge, sent, track []byte }
 
 // keepFrame copies what a frame carries into one allocation that the
 // session may keep (queued, held, tracked, or written later).
@@ -173,6 +174,9 @@ func keepFrame(data, reply []byte, h frameHdr) keptFrame {
 	f.from = str(h.from)
 	f.edge = str(h.edge)
 	f.reply = str(reply)
+	if len(h.track) > 0 {
+		f.track, _ = parseTrack(h.track)
+	}
 	return f
 }
 
@@ -212,6 +216,8 @@ func frameHeaders(b []byte) (h frameHdr, ok bool) {
 			into = &h.edge
 		case subject.HeaderSent:
 			into = &h.sent
+		case subject.HeaderTrack:
+			into = &h.track
 		}
 		if into != nil && *into == nil {
 			*into = v[:len(v):len(v)]

@@ -22,6 +22,7 @@ const (
 	reasonBadTarget
 	reasonMissingPayload
 	reasonNotOnline
+	reasonLostInTransit
 	reasonBusDown
 	reasonLoginFailed
 	reasonProtocol
@@ -57,6 +58,7 @@ var reasonNames = [numReasons]string{
 	reasonBadTarget:       "bad_target",
 	reasonMissingPayload:  "missing_payload",
 	reasonNotOnline:       "not_online",
+	reasonLostInTransit:   "lost_in_transit",
 	reasonBusDown:         "nats_down",
 	reasonLoginFailed:     "login_failed",
 	reasonProtocol:        "ws_protocol",
@@ -129,18 +131,19 @@ var relayTypes = [...]protocol.Type{protocol.TypeOffer, protocol.TypeAnswer, pro
 // stats are the edge's counters: plain atomics on the hot path, read by the
 // Prometheus collector and by Stats.
 type stats struct {
-	connections atomic.Int64 // open sockets
-	users       atomic.Int64 // logged-in sockets
-	held        atomic.Int64 // sessions held for a resume
-	relayed     [protocol.TypeUnwatch + 1]atomic.Uint64
-	kept        atomic.Uint64 // frames kept for held sessions
-	duplicates  atomic.Uint64 // frames that reached a resumed session twice (delivered once)
-	handedOver  atomic.Uint64 // sessions handed over to a resume on another connection
-	checks      atomic.Uint64 // users-bucket lookups of new targets
-	dropped     [numDropReasons]atomic.Uint64
-	errors      [numReasons]atomic.Uint64
-	logins      [numLoginResults]atomic.Uint64
-	latency     prometheus.Histogram // publish at the sender's edge to hand-off to the socket here
+	connections   atomic.Int64 // open sockets
+	users         atomic.Int64 // logged-in sockets
+	held          atomic.Int64 // sessions held for a resume
+	relayed       [protocol.TypeUnwatch + 1]atomic.Uint64
+	kept          atomic.Uint64 // frames kept for held sessions
+	duplicates    atomic.Uint64 // frames that reached a resumed session twice (delivered once)
+	lostInTransit atomic.Uint64 // frames for sessions here that never arrived (seen by HeaderTrack)
+	handedOver    atomic.Uint64 // sessions handed over to a resume on another connection
+	checks        atomic.Uint64 // users-bucket lookups of new targets
+	dropped       [numDropReasons]atomic.Uint64
+	errors        [numReasons]atomic.Uint64
+	logins        [numLoginResults]atomic.Uint64
+	latency       prometheus.Histogram // publish at the sender's edge to hand-off to the socket here
 }
 
 func newStats(id string) *stats {
@@ -169,6 +172,7 @@ var (
 	descKept        = prometheus.NewDesc("signal_edge_frames_kept_total", "Frames kept for held sessions.", []string{"edge"}, nil)
 	descDropped     = prometheus.NewDesc("signal_edge_frames_dropped_total", "Frames for a session that were not delivered (their senders are told), by reason.", []string{"edge", "reason"}, nil)
 	descDuplicates  = prometheus.NewDesc("signal_edge_frames_deduplicated_total", "Frames that reached a resumed session through both its old and new edge, delivered once.", []string{"edge"}, nil)
+	descLost        = prometheus.NewDesc("signal_edge_frames_lost_in_transit_total", "Frames for sessions on this edge that never arrived (a NATS server failed with them); their senders are told.", []string{"edge"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -181,6 +185,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descKept
 	ch <- descDropped
 	ch <- descDuplicates
+	ch <- descLost
 	c.stats.latency.Describe(ch)
 }
 
@@ -201,6 +206,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descHeld, prometheus.GaugeValue, float64(s.held.Load()), id)
 	ch <- prometheus.MustNewConstMetric(descKept, prometheus.CounterValue, float64(s.kept.Load()), id)
 	ch <- prometheus.MustNewConstMetric(descDuplicates, prometheus.CounterValue, float64(s.duplicates.Load()), id)
+	ch <- prometheus.MustNewConstMetric(descLost, prometheus.CounterValue, float64(s.lostInTransit.Load()), id)
 	for r := range numDropReasons {
 		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(s.dropped[r].Load()), id, dropNames[r])
 	}

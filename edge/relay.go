@@ -35,6 +35,8 @@ type sender struct {
 	sentBuf [20]byte // its bytes
 	seq     []string // the value slice of hdr's sequence
 	seqBuf  []byte   // its bytes: "<session>:" and the number
+	track   []string // the value slice of hdr's route track (HeaderTrack)
+	trkBuf  [41]byte // its bytes
 
 	routes [routeCache]route
 	next   int // the entry to replace next
@@ -45,39 +47,57 @@ type sender struct {
 	viaNats bool   // its last publish went through nats.go's buffer
 }
 
-// route is one cached target: its subjects, made once.
+// route is one cached target: its subjects, made once, and how many
+// frames went out on it (HeaderTrack: the target's edge sees one missing).
 type route struct {
 	target string
 	token  string
 	subj   string
 	reply  string
+	first  uint64 // the Signal-Seq number of its first frame
+	sent   uint64 // frames published on it
 }
 
 // sender returns c's publishing state for s, making it on first use.
 func (c *conn) sender(s *session) *sender {
 	if c.snd == nil {
-		p := &sender{sent: []string{""}, seq: []string{""}}
+		p := &sender{sent: []string{""}, seq: []string{""}, track: []string{""}}
 		p.seqBuf = append(make([]byte, 0, len(s.id)+21), s.id...)
 		p.seqBuf = append(p.seqBuf, ':')
 		p.hdr = nats.Header{
 			subject.HeaderFrom: {s.token}, subject.HeaderEdge: {c.e.cfg.ID},
 			subject.HeaderSent: p.sent, subject.HeaderSeq: p.seq,
+			subject.HeaderTrack: p.track,
 		}
 		c.snd = p
 	}
 	return c.snd
 }
 
-// stamp sets the send time and the session's next sequence number in the
-// headers. The header values alias the sender's buffers: nats.go encodes
-// the headers inside PublishMsg, before the buffers are written again, so
-// no string is allocated per message.
-func (p *sender) stamp(s *session) {
+// stamp sets the send time, the session's next sequence number and r's
+// track in the headers. The header values alias the sender's buffers:
+// nats.go encodes the headers inside PublishMsg, before the buffers are
+// written again, so no string is allocated per message. The frame counts
+// on r once it is published (r.sent); a frame to a room has no route (r
+// nil, the track empty).
+func (p *sender) stamp(s *session, r *route) {
 	b := strconv.AppendInt(p.sentBuf[:0], time.Now().UnixNano(), 10)
 	p.sent[0] = unsafe.String(unsafe.SliceData(b), len(b))
 	n := len(s.id) + 1
-	p.seqBuf = strconv.AppendUint(p.seqBuf[:n], s.seq.Add(1), 10)
+	seq := s.seq.Add(1)
+	p.seqBuf = strconv.AppendUint(p.seqBuf[:n], seq, 10)
 	p.seq[0] = unsafe.String(unsafe.SliceData(p.seqBuf), len(p.seqBuf))
+	if r == nil {
+		p.track[0] = ""
+		return
+	}
+	if r.sent == 0 {
+		r.first = seq
+	}
+	t := strconv.AppendUint(p.trkBuf[:0], r.first, 10)
+	t = append(t, ':')
+	t = strconv.AppendUint(t, r.sent+1, 10)
+	p.track[0] = unsafe.String(unsafe.SliceData(t), len(t))
 }
 
 // route returns the cached route to target, making it (and checking that
@@ -176,7 +196,7 @@ func (c *conn) publish(s *session, f *protocol.Frame, out []byte) {
 	case protocol.TypeLeave:
 		s.removePeer(r.token)
 	}
-	p.stamp(s)
+	p.stamp(s, r)
 	if !c.publishDirect(p, r.subj, r.reply, out, true) {
 		pub := nats.Msg{Subject: r.subj, Reply: r.reply, Header: p.hdr, Data: out}
 		if err := e.nc.PublishMsg(&pub); err != nil {
@@ -185,6 +205,7 @@ func (c *conn) publish(s *session, f *protocol.Frame, out []byte) {
 		}
 		p.viaNats = true
 	}
+	r.sent++
 	e.stats.relayed[f.Type].Add(1)
 	switch f.Type {
 	case protocol.TypeAnswer:
@@ -219,6 +240,17 @@ func (c *conn) notOnline(tok, name string, byCheck bool) {
 	c.told[oldest] = told{tok: tok, at: now, byCheck: byCheck}
 	c.nomu.Unlock()
 	c.sendError(reasonNotOnline, `user "`+name+`" is not online`)
+}
+
+// lostInTransit tells c that n frames it sent to the user named name never
+// reached that user's edge (a NATS server died with them in its buffers):
+// a client that cares sends them again.
+func (c *conn) lostInTransit(name string, n uint64) {
+	msg := strconv.FormatUint(n, 10) + " messages to \"" + name + "\" were lost in transit (a NATS server failed); send them again"
+	if n == 1 {
+		msg = "1 message to \"" + name + "\" was lost in transit (a NATS server failed); send it again"
+	}
+	c.sendError(reasonLostInTransit, msg)
 }
 
 // told is a "not online" told to a client, for notOnline.

@@ -133,7 +133,7 @@ func (c *conn) roomMessage(s *session, f *protocol.Frame) {
 		return
 	}
 	p := c.sender(s)
-	p.stamp(s)
+	p.stamp(s, nil)
 	bp := readBufs.Get().(*[]byte)
 	out := protocol.AppendRoomMessage((*bp)[:0], f.Room, s.nameBytes(), f.Payload)
 	pub := nats.Msg{Subject: subject.Room(rt), Header: p.hdr, Data: out}

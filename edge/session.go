@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,9 +51,10 @@ type session struct {
 	peers   map[string]struct{}
 	rooms   map[string]string // room token -> room name
 	watches map[string]*watchState
-	seen    map[string]uint64 // moving: the highest seq per sender in the hand-over
-	late    []keptFrame       // frames its connection did not take after it ended
-	sent    *sentRing         // held: what its last connection was sent (recovered on resume)
+	seen    map[string]uint64    // moving: the highest seq per sender in the hand-over
+	tracks  map[string]*trackPos // per sender session: the last HeaderTrack seen (lost frames)
+	late    []keptFrame          // frames its connection did not take after it ended
+	sent    *sentRing            // held: what its last connection was sent (recovered on resume)
 }
 
 type sessState uint8
@@ -70,10 +72,78 @@ const (
 // keptFrame is a frame waiting in a session's queue.
 type keptFrame struct {
 	data  []byte
-	seq   string // HeaderSeq: "<sender session>:<n>"
-	from  string // HeaderFrom
-	edge  string // HeaderEdge: the sender's edge, told of a refusal
-	reply string // the frame's reply subject, which a refusal names
+	seq   string   // HeaderSeq: "<sender session>:<n>"
+	from  string   // HeaderFrom
+	edge  string   // HeaderEdge: the sender's edge, told of a refusal
+	reply string   // the frame's reply subject, which a refusal names
+	track trackPos // HeaderTrack; zero: none
+}
+
+// trackPos is a frame's place on its sender's route (HeaderTrack).
+type trackPos struct{ route, m uint64 }
+
+// parseTrack parses a HeaderTrack value, "<route>:<m>".
+func parseTrack[T string | []byte](v T) (trackPos, bool) {
+	var p trackPos
+	i := 0
+	for ; i < len(v) && v[i] != ':'; i++ {
+		if v[i] < '0' || v[i] > '9' || i >= 19 {
+			return trackPos{}, false
+		}
+		p.route = p.route*10 + uint64(v[i]-'0')
+	}
+	if i == 0 || i >= len(v)-1 || len(v)-i-1 > 19 {
+		return trackPos{}, false
+	}
+	for _, ch := range []byte(v[i+1:]) {
+		if ch < '0' || ch > '9' {
+			return trackPos{}, false
+		}
+		p.m = p.m*10 + uint64(ch-'0')
+	}
+	if p.m == 0 {
+		return trackPos{}, false
+	}
+	return p, true
+}
+
+// maxTracks bounds the senders whose routes a session follows; past it
+// they are forgotten and followed again from their next frame.
+const maxTracks = 64
+
+// tracked notes f's place on its sender's route and returns how many frames
+// of that route, before f, never arrived: m jumped. A route that is new
+// (the sender's connection began it after the one seen) starts again; an
+// older frame (handed over, or reordered) changes nothing. s.mu is held.
+func (s *session) tracked(f *keptFrame) uint64 {
+	if f.track.m == 0 {
+		return 0
+	}
+	sender, _, ok := splitSeq(f.seq)
+	if !ok {
+		return 0
+	}
+	p := s.tracks[sender]
+	if p == nil {
+		if s.tracks == nil {
+			s.tracks = make(map[string]*trackPos)
+		} else if len(s.tracks) >= maxTracks {
+			clear(s.tracks)
+		}
+		// A copy of the key: f's strings may point into the frame's bytes.
+		t := f.track
+		s.tracks[strings.Clone(sender)] = &t
+		return 0
+	}
+	switch {
+	case f.track.route == p.route && f.track.m > p.m:
+		lost := f.track.m - p.m - 1
+		p.m = f.track.m
+		return lost
+	case f.track.route > p.route:
+		*p = f.track
+	}
+	return 0
 }
 
 func newSession(e *Edge, name, token, id string, resumable bool) *session {
@@ -96,6 +166,9 @@ func frameOf(m *nats.Msg) keptFrame {
 	if v := m.Header[subject.HeaderEdge]; len(v) > 0 {
 		f.edge = v[0]
 	}
+	if v := m.Header[subject.HeaderTrack]; len(v) > 0 {
+		f.track, _ = parseTrack(v[0])
+	}
 	return f
 }
 
@@ -108,6 +181,13 @@ func (s *session) deliver(f keptFrame, room bool) {
 	e := s.e
 	ft := protocol.FrameType(f.data)
 	s.mu.Lock()
+	if !room && f.track.m > 0 {
+		if lost := s.tracked(&f); lost > 0 {
+			s.mu.Unlock()
+			e.reportLost(f, lost)
+			s.mu.Lock()
+		}
+	}
 	switch s.state {
 	case sesLive:
 		if s.seen != nil && s.duplicate(f) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -438,6 +439,15 @@ func (w *world) message(i *inc, m client.Message) {
 		msg := m.Message
 		if strings.HasPrefix(msg, "user \"") && strings.HasSuffix(msg, "\" is not online") {
 			msg = "user ... is not online"
+		}
+		// "N messages to "X" were lost in transit ...": one error for each.
+		if n, rest, ok := strings.Cut(msg, " "); ok && strings.Contains(rest, " lost in transit ") {
+			if k, err := strconv.Atoi(n); err == nil && k > 1 && k < 1000 {
+				for range k - 1 {
+					i.errs = append(i.errs, now)
+				}
+			}
+			msg = "N messages to ... lost in transit"
 		}
 		w.n.errorFrames[msg]++
 		w.heard(i, "error")

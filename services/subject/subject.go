@@ -72,6 +72,16 @@ const (
 	// sends: the edge that takes over a resumed session recognises by it a
 	// frame that reached both the old and the new edge.
 	HeaderSeq = "Signal-Seq"
+	// HeaderTrack is "<route>:<m>" on a frame to a user: m counts the frames
+	// the sender's connection published to that user since it began the
+	// route (a route cache entry; route is the Signal-Seq number of its
+	// first frame). The target's edge that sees m jump (a frame lost in
+	// transit: a NATS server that died with it in its buffers) tells the
+	// sender's edge on EdgeRefused, with HeaderLost.
+	HeaderTrack = "Signal-Track"
+	// HeaderLost, on a message to EdgeRefused, is how many frames that
+	// route lost before the one whose reply subject is the payload.
+	HeaderLost = "Signal-Lost"
 	// A frame the target's edge refuses (a held session's bounds, a grace
 	// that ended) is reported to the sender's edge on EdgeRefused (from the
 	// frame's HeaderEdge), with the frame's reply subject as payload; the
