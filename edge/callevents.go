@@ -20,6 +20,9 @@ import (
 // callEvent publishes the call event kind (events.KindCallStart or
 // KindCallEnd, with reason) of s for the relay through route r.
 func (c *conn) callEvent(p *sender, s *session, r *route, kind, reason string) {
+	if c.e.cfg.NoCallEvents {
+		return
+	}
 	subj := &p.startSubj
 	if kind == events.KindCallEnd {
 		subj = &p.endSubj

@@ -141,6 +141,10 @@ type Config struct {
 	// MaxWatch bounds the names one connection watches. Zero:
 	// DefaultMaxWatch.
 	MaxWatch int
+	// NoCallEvents leaves call_start and call_end out of the SIGNAL_EVENTS
+	// stream (for backends that do not read them: each is a JetStream
+	// write, one per answer relayed). Zero: the edge publishes them.
+	NoCallEvents bool
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) that
 	// may connect; "*" allows all. Zero: pages on localhost and pages served
 	// by this same host, plus every client that sends no Origin (not a

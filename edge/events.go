@@ -19,6 +19,9 @@ func (e *Edge) callEnd(name, token, peer, reason string) {
 }
 
 func (e *Edge) event(token string, ev events.Event) {
+	if e.cfg.NoCallEvents {
+		return
+	}
 	ev.Edge = e.cfg.ID
 	ev.Time = time.Now().UTC()
 	_ = e.nc.PublishMsg(events.Msg(ev, token, ""))

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natsrtc/signal/edge"
 	"github.com/natsrtc/signal/edge/stack"
 	"github.com/natsrtc/signal/services/events"
 )
@@ -57,5 +58,36 @@ func TestCallEvents(t *testing.T) {
 		if m.Subject() != w.subj || ev.Name != w.name || ev.Peer != w.peer || ev.Reason != w.reason || ev.Edge == "" {
 			t.Fatalf("got %s %s, want %+v", m.Subject(), m.Data(), w)
 		}
+	}
+}
+
+// TestNoCallEvents: with NoCallEvents (-call-events=false) a call leaves no
+// call event in the stream; the registry's own events still come.
+func TestNoCallEvents(t *testing.T) {
+	s := stack.Start(t, stack.Options{Edges: 2, Edge: edge.Config{NoCallEvents: true}})
+	a := login(t, s.Edges[0].URL, "caller")
+	b := login(t, s.Edges[1].URL, "callee")
+	call(t, a, b, "caller", "callee")
+	send(t, a, `{"type":"leave","name":"callee"}`)
+	expect(t, b, `{"type":"leave"}`)
+	_ = b.Close()
+
+	js, _ := jetstream.New(s.Conn("backend"))
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, events.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{"events.call_start.>", "events.call_end.>", "events.logout.>"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The logout comes after the call's answer and leave: had they made
+	// events, those would come first.
+	m, err := cons.Next(jetstream.FetchMaxWait(wait))
+	if err != nil {
+		t.Fatalf("waiting for the logout: %v", err)
+	}
+	if m.Subject() != "events.logout.callee" {
+		t.Fatalf("got %s %s, want only the registry's logout", m.Subject(), m.Data())
 	}
 }

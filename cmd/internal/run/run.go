@@ -108,6 +108,7 @@ type EdgeFlags struct {
 	MaxRooms        *int
 	MaxRoom         *int
 	MaxWatch        *int
+	CallEvents      *bool
 	Origins         *string
 	MaxConns        *int
 	MaxConnsPerIP   *int
@@ -140,6 +141,7 @@ func AddEdgeFlags(fs *flag.FlagSet) *EdgeFlags {
 		MaxRooms:        cli.Int(fs, "max-rooms", "SIGNAL_MAX_ROOMS", edge.DefaultMaxRooms, "rooms one connection may be in"),
 		MaxRoom:         cli.Int(fs, "max-room", "SIGNAL_MAX_ROOM", edge.DefaultMaxRoom, "members of a room (the registry's -max-room applies too; the smaller wins)"),
 		MaxWatch:        cli.Int(fs, "max-watch", "SIGNAL_MAX_WATCH", edge.DefaultMaxWatch, "names one connection may watch for presence"),
+		CallEvents:      cli.Bool(fs, "call-events", "SIGNAL_CALL_EVENTS", true, "publish call_start (each answer relayed) and call_end to the SIGNAL_EVENTS stream (false: backends that do not read them save a JetStream write per answer)"),
 		Origins:         cli.String(fs, "origins", "SIGNAL_ORIGINS", "", "browser origins allowed to connect, comma separated (scheme://host[:port]; * for any); default: localhost pages and pages served by this host"),
 		MaxConns:        cli.Int(fs, "max-conns", "SIGNAL_MAX_CONNS", edge.DefaultMaxConns, "connections per edge (negative: no limit)"),
 		MaxConnsPerIP:   cli.Int(fs, "max-conns-per-ip", "SIGNAL_MAX_CONNS_PER_IP", edge.DefaultMaxConnsPerIP, "connections per client address (negative: no limit)"),
@@ -209,6 +211,7 @@ func (f *EdgeFlags) Config(nc *nats.Conn, id, instance string, log *slog.Logger)
 		MaxRooms:        *f.MaxRooms,
 		MaxRoom:         *f.MaxRoom,
 		MaxWatch:        *f.MaxWatch,
+		NoCallEvents:    !*f.CallEvents,
 		Logger:          log,
 	}, nil
 }
