@@ -139,6 +139,9 @@ func (c *conn) writeLoop() {
 	for {
 		c.wmu.Lock()
 		if len(c.queue) == 0 {
+			// The deadline was for this loop's writes: the direct writes
+			// that follow (writeNow) must not find it passed.
+			_ = c.nc.SetWriteDeadline(time.Time{})
 			c.writing = false
 			done := c.done
 			if cap(c.queue) > 16 {
