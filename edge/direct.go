@@ -28,10 +28,10 @@ const maxBatch = 32 << 10
 // sender's frame headers when headers is set) to the poller's batch, or
 // returns false: the caller publishes through nats.go.
 func (c *conn) publishDirect(p *sender, subj, reply string, data []byte, headers bool) bool {
-	if !c.direct {
+	e := c.e
+	if !c.direct || !e.poll.tap.Direct() {
 		return false
 	}
-	e := c.e
 	if p.viaNats {
 		if n, err := e.nc.Buffered(); err != nil || n > 0 {
 			return false
@@ -85,6 +85,9 @@ func (c *conn) publishDirect(p *sender, subj, reply string, data []byte, headers
 	b = append(b, data...)
 	b = append(b, "\r\n"...)
 	e.poll.batch = b
+	if n := len(e.poll.senders); n == 0 || e.poll.senders[n-1] != c {
+		e.poll.senders = append(e.poll.senders, c)
+	}
 	if len(b) >= maxBatch {
 		e.poll.flushBatch()
 	}
@@ -124,13 +127,38 @@ func (p *poller) flushBatch() {
 		return
 	}
 	if err := p.tap.WriteDirect(p.e.nc, p.batch); err != nil {
-		// The connection went away meanwhile (as a nats.go buffer that
-		// did not reach the server does): counted, not resent.
-		p.e.stats.errors[reasonBusDown].Add(1)
+		// The connection went away meanwhile: what the batch held is
+		// lost (as a nats.go buffer that did not reach the server is),
+		// and its senders hear that signaling was unavailable.
+		for _, c := range p.senders {
+			c.sendError(reasonBusDown, errBusDown)
+		}
 	}
+	clear(p.senders)
+	p.senders = p.senders[:0]
 	if cap(p.batch) > 4*maxBatch {
 		p.batch = nil
 	} else {
 		p.batch = p.batch[:0]
 	}
+}
+
+// flushDirect writes the poller's batch when c is served on the poller's
+// goroutine: a publish through nats.go that follows goes after it.
+func (c *conn) flushDirect() {
+	if c.direct {
+		c.e.poll.flushBatch()
+	}
+}
+
+// natsUp reports whether the edge's NATS connection is up, for a relay. On
+// the poller's goroutine with a tap that can write, the tap's own state
+// says it without nats.go's lock, which nats.go holds through a reconnect's
+// dial and handshake (the poller would stop every socket meanwhile).
+func (c *conn) natsUp() bool {
+	e := c.e
+	if c.direct && e.poll.tap.Direct() {
+		return true
+	}
+	return e.nc.IsConnected()
 }

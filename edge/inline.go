@@ -124,6 +124,12 @@ func (e *Edge) take(subj, reply, header, data []byte) bool {
 	if en == nil || en.next != nil || en.dispensed.Load() {
 		return false
 	}
+	if data == nil {
+		// Too big for the tap: it goes to nats.go, and so, behind it,
+		// does every later frame of the session.
+		en.dispensed.Store(true)
+		return false
+	}
 	s := en.s
 	s.mu.Lock()
 	st := s.state
@@ -138,7 +144,11 @@ func (e *Edge) take(subj, reply, header, data []byte) bool {
 	if len(header) > 0 {
 		var ok bool
 		if h, ok = frameHeaders(header); !ok {
-			return false // nats.go reports what it cannot read
+			// nats.go reports what it cannot read; its dispatcher has
+			// the session's frames from now on, so that they stay in
+			// order behind this one.
+			en.dispensed.Store(true)
+			return false
 		}
 	}
 	if len(h.sent) > 0 {

@@ -1,7 +1,10 @@
 package edge_test
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +14,9 @@ import (
 	"github.com/natsrtc/signal/edge"
 	"github.com/natsrtc/signal/edge/stack"
 	"github.com/natsrtc/signal/services/client"
+	"github.com/natsrtc/signal/services/natsconn"
 	"github.com/natsrtc/signal/services/subject"
+	"github.com/natsrtc/signal/services/wire"
 )
 
 // TestLostInTransit: frames that never reach the target's edge (a NATS
@@ -107,5 +112,44 @@ func TestNothingLostReported(t *testing.T) {
 		if n := e.Stats().LostInTransit; n != 0 {
 			t.Fatalf("%s counts %d frames lost in transit; none was", e.ID, n)
 		}
+	}
+}
+
+// TestRelayWithoutTap: an edge whose NATS connection has no tap (TLS, a
+// websocket, or natsconn.Config.NoTap) relays through nats.go alone, to
+// and from an edge that has one, single frames and fragmented ones.
+func TestRelayWithoutTap(t *testing.T) {
+	s := stack.Start(t, stack.Options{})
+	nc, err := natsconn.Connect(natsconn.Config{URL: s.NATS.ClientURL(), Name: wire.EdgeConnName("plain", "plain-1"), NoTap: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if natsconn.TapOf(nc) != nil {
+		t.Fatal("NoTap gave a tap")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := edge.New(edge.Config{NC: nc, ID: "plain", Instance: "plain-1", Listen: ln.Addr().String(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = e.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = e.Shutdown(ctx)
+	})
+	a := login(t, s.Edges[0].URL, "tapped")
+	b := login(t, "ws://"+ln.Addr().String()+"/", "plain")
+	for i := range 20 {
+		send(t, a, fmt.Sprintf(`{"type":"candidate","name":"plain","candidate":%d}`, i))
+		send(t, b, fmt.Sprintf(`{"type":"candidate","name":"tapped","candidate":%d}`, i))
+	}
+	for i := range 20 {
+		expect(t, b, fmt.Sprintf(`{"type":"candidate","candidate":%d}`, i))
+		expect(t, a, fmt.Sprintf(`{"type":"candidate","candidate":%d}`, i))
 	}
 }

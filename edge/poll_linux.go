@@ -51,9 +51,10 @@ type poller struct {
 	done   chan struct{}
 	rd     *rawRead // the poller goroutine's read buffer
 
-	tap    *natsconn.Tap // the NATS connection's, for direct publishes (direct.go); nil: none
-	batch  []byte        // publishes not yet written (direct.go)
-	maxPay int64         // the server's max_payload, read once
+	tap     *natsconn.Tap // the NATS connection's, for direct publishes (direct.go); nil: none
+	batch   []byte        // publishes not yet written (direct.go)
+	senders []*conn       // the connections whose publishes batch holds
+	maxPay  int64         // the server's max_payload, read once
 }
 
 func newPoller(e *Edge) (*poller, error) {

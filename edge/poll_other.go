@@ -13,10 +13,11 @@ import (
 // poller is Linux only; elsewhere every connection has its reading
 // goroutine.
 type poller struct {
-	tap    *natsconn.Tap
-	batch  []byte
-	maxPay int64
-	e      *Edge
+	tap     *natsconn.Tap
+	batch   []byte
+	senders []*conn
+	maxPay  int64
+	e       *Edge
 }
 
 func newPoller(*Edge) (*poller, error) { return nil, errors.New("no poller on this system") }

@@ -183,7 +183,7 @@ func (c *conn) build(s *session, f *protocol.Frame, out []byte) ([]byte, bool) {
 // publish sends out, built from f, to f's target.
 func (c *conn) publish(s *session, f *protocol.Frame, out []byte) {
 	e := c.e
-	if !e.nc.IsConnected() {
+	if !c.natsUp() {
 		c.sendError(reasonBusDown, errBusDown)
 		return
 	}

@@ -128,7 +128,7 @@ func (c *conn) roomMessage(s *session, f *protocol.Frame) {
 		c.sendError(reasonMissingPayload, `missing "data"`)
 		return
 	}
-	if !e.nc.IsConnected() {
+	if !c.natsUp() {
 		c.sendError(reasonBusDown, errBusDown)
 		return
 	}
@@ -137,9 +137,13 @@ func (c *conn) roomMessage(s *session, f *protocol.Frame) {
 	bp := readBufs.Get().(*[]byte)
 	out := protocol.AppendRoomMessage((*bp)[:0], f.Room, s.nameBytes(), f.Payload)
 	pub := nats.Msg{Subject: subject.Room(rt), Header: p.hdr, Data: out}
+	// Through nats.go, after what the poller's batch holds (this
+	// connection's relays among it), and before its next direct publish.
+	c.flushDirect()
 	if err := e.nc.PublishMsg(&pub); err != nil {
 		c.sendError(reasonBusDown, errBusDown)
 	} else {
+		p.viaNats = true
 		e.stats.relayed[protocol.TypeMessage].Add(1)
 	}
 	if cap(out) <= 64<<10 {

@@ -142,7 +142,7 @@ func Connect(cfg Config) (*nats.Conn, error) {
 			return nil, fmt.Errorf("natsconn: %w", err)
 		}
 	}
-	if !cfg.NoTap && o.CustomDialer == nil && !o.Secure && o.TLSConfig == nil && o.TLSCertCB == nil && o.RootCAsCB == nil {
+	if !cfg.NoTap && o.CustomDialer == nil && !o.Secure && o.TLSConfig == nil && o.TLSCertCB == nil && o.RootCAsCB == nil && plainURLs(o.Servers) {
 		t := NewTap(TapPrefix)
 		if o.InProcessServer != nil {
 			o.InProcessServer = &tapInProcess{tap: t, p: o.InProcessServer}
@@ -155,6 +155,19 @@ func Connect(cfg Config) (*nats.Conn, error) {
 		return nil, fmt.Errorf("natsconn: %w", err)
 	}
 	return nc, nil
+}
+
+// plainURLs reports whether every server URL is plain NATS (nats://, or no
+// scheme): tls:// turns TLS on and ws:// or wss:// speak websocket, which
+// the Tap does not follow.
+func plainURLs(urls []string) bool {
+	for _, u := range urls {
+		scheme, _, ok := strings.Cut(u, "://")
+		if ok && !strings.EqualFold(scheme, "nats") {
+			return false
+		}
+	}
+	return true
 }
 
 // Drain drains nc and waits until it is closed or ctx is done.

@@ -43,9 +43,11 @@ type Tap struct {
 // prefix, on the connection's reading goroutine, in the order they arrive.
 // It returns true when it took the message: nats.go never sees it. header
 // is the message's header block (nil for a MSG), data its payload; the
-// slices are valid during the call only. A Taker must not block, and must
-// not wait on the connection (a request, a flush): nothing is read from it
-// meanwhile.
+// slices are valid during the call only. A message too big to be offered
+// (over 1 MiB) is announced with data nil, and passes to nats.go whatever
+// the Taker returns, so that a Taker that keeps order can send what follows
+// the same way. A Taker must not block, and must not wait on the
+// connection (a request, a flush): nothing is read from it meanwhile.
 type Taker func(subject, reply, header, data []byte) bool
 
 // TapPrefix is the subject prefix of the Taps Connect installs: the users'
@@ -125,19 +127,37 @@ var ErrNoDirect = errors.New("natsconn: no direct write now")
 // WriteDirect writes b, whole protocol ops (PUB, HPUB), to nc's current
 // connection, between nats.go's own writes (each of which is whole ops
 // too): a publish without nats.go's buffer and flusher goroutine. It
-// returns ErrNoDirect, having written nothing, unless nc is connected on
-// a connection the Tap follows in plain text; any other error is the
-// connection's, which nats.go sees too. Ops that nats.go has buffered but
-// not yet written may follow b (nc.Buffered says whether there are any).
+// returns ErrNoDirect, having written nothing, unless Direct: the caller
+// publishes through nats.go instead. Any other error is the connection's,
+// which nats.go sees too; a write that failed part way closes the
+// connection (as nats.go does), so that no cut op is followed by others.
+// Ops that nats.go has buffered but not yet written may follow b
+// (nc.Buffered says whether there are any).
 func (t *Tap) WriteDirect(nc *nats.Conn, b []byte) error {
-	c := t.cur.Load() // first: a connection dialed after it is not up when nc says it is connected
-	if c == nil || !c.plain.Load() || !nc.IsConnected() {
+	c := t.cur.Load()
+	if c == nil || !c.plain.Load() || !c.up.Load() {
 		return ErrNoDirect
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	_, err := c.Conn.Write(b)
+	n, err := c.Conn.Write(b)
+	if err != nil {
+		c.up.Store(false)
+		if n > 0 {
+			_ = c.Conn.Close()
+		}
+	}
 	return err
+}
+
+// Direct reports whether WriteDirect can write now: the current connection
+// is followed in plain text and its handshake was answered (the server's
+// first PONG), and it has not failed or closed since. It reads two
+// atomics: no lock of nats.go's, so a caller that must not wait (a poller)
+// may ask before every publish. False says nothing of nats.go's own state.
+func (t *Tap) Direct() bool {
+	c := t.cur.Load()
+	return c != nil && c.plain.Load() && c.up.Load()
 }
 
 const (
@@ -167,6 +187,7 @@ type tapConn struct {
 	bypass  bool        // gave up: everything passes
 	first   bool        // the first op (the server's INFO) is still to come
 	plain   atomic.Bool // not given up (WriteDirect may write)
+	up      atomic.Bool // the server answered the handshake (its first PONG), and the connection has not failed since
 	wmu     sync.Mutex  // one writer at a time: nats.go's and WriteDirect's
 }
 
@@ -174,7 +195,17 @@ type tapConn struct {
 func (c *tapConn) Write(b []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return c.Conn.Write(b)
+	n, err := c.Conn.Write(b)
+	if err != nil {
+		c.up.Store(false)
+	}
+	return n, err
+}
+
+// Close ends direct writes before the connection.
+func (c *tapConn) Close() error {
+	c.up.Store(false)
+	return c.Conn.Close()
 }
 
 func (c *tapConn) Read(p []byte) (int, error) {
@@ -214,9 +245,11 @@ func (c *tapConn) Read(p []byte) (int, error) {
 		case c.w > c.r:
 			// The end: what was held back goes to nats.go, which reads
 			// the error next.
+			c.up.Store(false)
 			c.d = c.w
 			c.giveUp()
 		default:
+			c.up.Store(false)
 			return 0, err
 		}
 	}
@@ -277,6 +310,17 @@ func (c *tapConn) op() bool {
 	switch b[0] {
 	case 'M', 'H':
 	case 'I', 'P', '+', '-':
+		if b[0] == 'P' && !c.up.Load() {
+			if len(b) < 2 {
+				return false
+			}
+			if b[1] == 'O' {
+				// PONG: the answer to the handshake's PING (nats.go
+				// sends CONNECT then PING, and is connected once the
+				// PONG comes back).
+				c.up.Store(true)
+			}
+		}
 		c.line = true // INFO, PING, PONG, +OK, -ERR: up to the end of the line
 		return true
 	default:
@@ -298,6 +342,9 @@ func (c *tapConn) op() bool {
 	}
 	taker := c.t.taker.Load()
 	if taker == nil || total > tapMaxTake || !bytes.HasPrefix(subj, c.t.prefix) {
+		if taker != nil && total > tapMaxTake && bytes.HasPrefix(subj, c.t.prefix) {
+			(*taker)(subj, reply, nil, nil) // told: this one goes to nats.go
+		}
 		c.d += i + 1
 		c.skip = total + 2
 		return true
