@@ -26,15 +26,7 @@ func TestCallEvents(t *testing.T) {
 	_ = b.Close()
 	expect(t, a, `{"type":"leave"}`)
 
-	js, _ := jetstream.New(s.Conn("backend"))
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, events.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"events.call_start.>", "events.call_end.>", "events.logout.>"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cons := callEventsConsumer(t, s)
 	want := []struct{ subj, name, peer, reason string }{
 		{"events.call_start.callee", "callee", "caller", ""},
 		{"events.call_end.caller", "caller", "callee", events.ReasonLeave},
@@ -81,15 +73,7 @@ func TestNoCallEvents(t *testing.T) {
 	expect(t, b, `{"type":"leave"}`)
 	_ = b.Close()
 
-	js, _ := jetstream.New(s.Conn("backend"))
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, events.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"events.call_start.>", "events.call_end.>", "events.logout.>"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cons := callEventsConsumer(t, s)
 	// The logout comes after the call's answer and leave: had they made
 	// events, those would come first.
 	m, err := cons.Next(jetstream.FetchMaxWait(wait))
@@ -99,4 +83,20 @@ func TestNoCallEvents(t *testing.T) {
 	if m.Subject() != "events.logout.callee" {
 		t.Fatalf("got %s %s, want only the registry's logout", m.Subject(), m.Data())
 	}
+}
+
+// callEventsConsumer reads the call events and logouts of the stream, from
+// its start.
+func callEventsConsumer(t *testing.T, s *stack.Stack) jetstream.Consumer {
+	t.Helper()
+	js, _ := jetstream.New(s.Conn("backend"))
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, events.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{"events.call_start.>", "events.call_end.>", "events.logout.>"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cons
 }

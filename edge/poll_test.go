@@ -60,7 +60,7 @@ func TestStalledFrames(t *testing.T) {
 		if _, err := nc.Write([]byte{c}); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // pacing, so that each byte is a read of its own: not a wait
 	}
 	expect(t, b, `{"type":"offer","offer":2,"name":"trickle"}`)
 

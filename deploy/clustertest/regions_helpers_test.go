@@ -345,7 +345,7 @@ func (r *regions) startService(name, role, urls string, args ...string) *service
 			if _, err = httpGet(s.admin + "/readyz"); err == nil {
 				return s
 			}
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(50 * time.Millisecond) // polling /readyz under the deadline
 		}
 		// A registry exits when it cannot create the buckets in time (a
 		// young cluster); like an orchestrator, start it again.
@@ -475,7 +475,7 @@ func mustLogin(t testing.TB, url, name string) *client.Client {
 		if time.Now().After(deadline) {
 			t.Fatalf("login %s on %s: %v", name, url, r)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // between login attempts, under the deadline
 	}
 }
 
