@@ -503,6 +503,7 @@ type cutReport struct {
 	mu      sync.Mutex
 	calls   map[string]*cutCalls       // per in-region pair (and the site's)
 	relays  map[string]int             // cross-region frames sent, by the first thing their sender got back
+	silent  []string                   // the cross-region frames that got nothing back: which, and when
 	logins  map[string]map[string]int  // region -> outcome -> count
 	loginT  map[string][]time.Duration // region -> how long each took
 	refused map[string]string          // name held in the other region -> the Kind of what a login for it got
@@ -562,6 +563,7 @@ func runDuringCut(t *testing.T, rg *regions, edges map[string]*service, pairs ma
 			m, err := from.Recv(ctx)
 			cancel()
 			outcome := "nothing within 2s"
+			sentAt := regionCut - time.Until(end) // since the cut
 			switch {
 			case err != nil:
 			case m.Type == "error":
@@ -571,6 +573,9 @@ func runDuringCut(t *testing.T, rg *regions, edges map[string]*service, pairs ma
 			}
 			rep.mu.Lock()
 			rep.relays[outcome]++
+			if err != nil {
+				rep.silent = append(rep.silent, fmt.Sprintf("#%d to %s, sent %v after the cut", i, to, sentAt.Round(time.Millisecond)))
+			}
 			rep.mu.Unlock()
 			<-tick.C
 		}
@@ -651,7 +656,7 @@ func (r *cutReport) check(t *testing.T) {
 	}
 	for k, n := range r.relays {
 		if !strings.HasPrefix(k, "error frame: ") {
-			t.Errorf("during the cut, %d cross-region frames got %s; want an error frame", n, k)
+			t.Errorf("during the cut, %d cross-region frames got %s; want an error frame (silent: %v)", n, k, r.silent)
 		}
 	}
 	if len(r.relays) == 0 {
