@@ -95,11 +95,11 @@ func parseTrack[T string | []byte](v T) (trackPos, bool) {
 	if i == 0 || i >= len(v)-1 || len(v)-i-1 > 19 {
 		return trackPos{}, false
 	}
-	for _, ch := range []byte(v[i+1:]) {
-		if ch < '0' || ch > '9' {
+	for j := i + 1; j < len(v); j++ {
+		if v[j] < '0' || v[j] > '9' {
 			return trackPos{}, false
 		}
-		p.m = p.m*10 + uint64(ch-'0')
+		p.m = p.m*10 + uint64(v[j]-'0')
 	}
 	if p.m == 0 {
 		return trackPos{}, false

@@ -69,3 +69,13 @@ func TestTracked(t *testing.T) {
 		}
 	}
 }
+
+func TestParseTrackAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	s, b := "123:456", []byte("123:456")
+	if n := testing.AllocsPerRun(100, func() { _, _ = parseTrack(s); _, _ = parseTrack(b) }); n != 0 {
+		t.Fatalf("parseTrack: %.1f allocations, want 0", n)
+	}
+}
