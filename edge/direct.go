@@ -113,10 +113,12 @@ func (p *sender) directHeaders(c *conn) []byte {
 	return b
 }
 
-// maxPayload is the server's limit on a message (headers and payload).
+// maxPayload is the server's limit on a message (headers and payload), as
+// the server of the tap's current connection said it (read again after a
+// reconnect: another server may have another limit).
 func (e *Edge) maxPayload() int64 {
-	if e.poll.maxPay == 0 {
-		e.poll.maxPay = e.nc.MaxPayload()
+	if g := e.poll.tap.Gen(); e.poll.maxPay == 0 || e.poll.maxGen != g {
+		e.poll.maxPay, e.poll.maxGen = e.nc.MaxPayload(), g
 	}
 	return e.poll.maxPay
 }

@@ -54,7 +54,8 @@ type poller struct {
 	tap     *natsconn.Tap // the NATS connection's, for direct publishes (direct.go); nil: none
 	batch   []byte        // publishes not yet written (direct.go)
 	senders []*conn       // the connections whose publishes batch holds
-	maxPay  int64         // the server's max_payload, read once
+	maxPay  int64         // the server's max_payload, read once per connection (maxGen: the tap's Gen then)
+	maxGen  uint64
 }
 
 func newPoller(e *Edge) (*poller, error) {

@@ -17,6 +17,7 @@ type poller struct {
 	batch   []byte
 	senders []*conn
 	maxPay  int64
+	maxGen  uint64
 	e       *Edge
 }
 

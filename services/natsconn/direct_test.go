@@ -59,6 +59,7 @@ func TestDirectFollowsTheConnection(t *testing.T) {
 		t.Fatal("no tap on a plain nats:// connection")
 	}
 	waitUntil(t, "direct writes", tap.Direct)
+	gen := tap.Gen()
 	observe := func(srv *server.Server) *nats.Subscription {
 		t.Helper()
 		oc, err := nats.Connect(srv.ClientURL())
@@ -96,6 +97,9 @@ func TestDirectFollowsTheConnection(t *testing.T) {
 	s2 := startServer(t, &server.Options{Host: "127.0.0.1", Port: port})
 	waitUntil(t, "the reconnect", nc.IsConnected)
 	waitUntil(t, "direct writes again", tap.Direct)
+	if tap.Gen() == gen {
+		t.Fatal("the reconnected connection has the generation of the first")
+	}
 	sub2 := observe(s2)
 	if err := pub(3); err != nil {
 		t.Fatal(err)

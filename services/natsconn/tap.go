@@ -37,7 +37,13 @@ type Tap struct {
 	mu     sync.Mutex // serializes SetTaker
 	taken  atomic.Uint64
 	cur    atomic.Pointer[tapConn] // the connection dialed last
+	gen    atomic.Uint64           // connections dialed so far
 }
+
+// Gen counts the connections the Tap has followed: it changes with every
+// (re)connect, after which what the server said (its max_payload) may
+// differ.
+func (t *Tap) Gen() uint64 { return t.gen.Load() }
 
 // Taker is offered every MSG and HMSG whose subject starts with the Tap's
 // prefix, on the connection's reading goroutine, in the order they arrive.
@@ -117,6 +123,7 @@ func (t *Tap) conn(c net.Conn) net.Conn {
 	tc := &tapConn{Conn: c, t: t, in: make([]byte, tapBufferSize), first: true}
 	tc.plain.Store(true)
 	t.cur.Store(tc)
+	t.gen.Add(1)
 	return tc
 }
 
