@@ -1,6 +1,9 @@
 package edge_test
 
 import (
+	"context"
+	"log/slog"
+	"net"
 	"testing"
 	"time"
 
@@ -58,4 +61,26 @@ func waitClosed(t testing.TB, c *client.Client) {
 	case <-time.After(wait):
 		t.Fatal("connection not closed")
 	}
+}
+
+// serveEdge starts an edge with cfg (its logs discarded) on a loopback
+// port for the duration of t, and returns its URL.
+func serveEdge(t testing.TB, cfg edge.Config) (string, *edge.Edge) {
+	t.Helper()
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	e, err := edge.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = e.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = e.Shutdown(ctx)
+	})
+	return "ws://" + ln.Addr().String() + "/", e
 }

@@ -1,10 +1,8 @@
 package edge_test
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -128,22 +126,9 @@ func TestRelayWithoutTap(t *testing.T) {
 	if natsconn.TapOf(nc) != nil {
 		t.Fatal("NoTap gave a tap")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := edge.New(edge.Config{NC: nc, ID: "plain", Instance: "plain-1", Listen: ln.Addr().String(), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = e.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = e.Shutdown(ctx)
-	})
+	url, _ := serveEdge(t, edge.Config{NC: nc, ID: "plain", Instance: "plain-1"})
 	a := login(t, s.Edges[0].URL, "tapped")
-	b := login(t, "ws://"+ln.Addr().String()+"/", "plain")
+	b := login(t, url, "plain")
 	for i := range 20 {
 		send(t, a, fmt.Sprintf(`{"type":"candidate","name":"plain","candidate":%d}`, i))
 		send(t, b, fmt.Sprintf(`{"type":"candidate","name":"tapped","candidate":%d}`, i))

@@ -97,22 +97,8 @@ func cutOff(t *testing.T, s *stack.Stack, cfg edge.Config) (string, *edge.Edge, 
 		t.Fatal(err)
 	}
 	cfg.NC = nc
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	e, err := edge.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = e.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = e.Shutdown(ctx)
-	})
-	return "ws://" + ln.Addr().String() + "/", e, px
+	url, e := serveEdge(t, cfg)
+	return url, e, px
 }
 
 // takeOver logs in as name on url, trying until the name is free.

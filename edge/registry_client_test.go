@@ -44,18 +44,8 @@ func bareEdge(t *testing.T, cfg edge.Config) (url string, nc *nats.Conn) {
 	s := natstest.Server(t)
 	cfg.NC = natstest.Conn(t, s)
 	cfg.ID = "bare"
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	e, err := edge.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = e.Serve(ln) }()
-	t.Cleanup(func() { _ = e.Shutdown(t.Context()) })
-	return "ws://" + ln.Addr().String() + "/", natstest.Conn(t, s)
+	url, _ = serveEdge(t, cfg)
+	return url, natstest.Conn(t, s)
 }
 
 // TestRegistryReplies: the edge retries a login that a stopping registry

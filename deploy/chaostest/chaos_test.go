@@ -1085,9 +1085,9 @@ func (w *world) stop() {
 	}
 }
 
-// sampler checks the names every 250ms.
-func (w *world) sampler() {
-	t := time.NewTicker(250 * time.Millisecond)
+// every calls f every d until the world stops.
+func (w *world) every(d time.Duration, f func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
@@ -1095,44 +1095,37 @@ func (w *world) sampler() {
 			return
 		case <-t.C:
 		}
+		f()
+	}
+}
+
+// sampler checks the names every 250ms.
+func (w *world) sampler() {
+	w.every(250*time.Millisecond, func() {
 		w.mu.Lock()
 		w.sample()
 		w.mu.Unlock()
-	}
+	})
 }
 
 // settler judges the streams that ended a while ago, so that a soak's
 // memory stays bounded.
 func (w *world) settler() {
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.ctx.Done():
-			return
-		case <-t.C:
-		}
+	w.every(5*time.Second, func() {
 		w.mu.Lock()
 		w.settle(time.Now().Add(-2 * w.cfg.lease))
 		w.mu.Unlock()
-	}
+	})
 }
 
 // churner makes an idle user log out (a close frame, or 1 in 5 times a
 // dropped socket) every churnEvery; it logs in again by itself.
 func (w *world) churner() {
-	t := time.NewTicker(w.cfg.churnEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.ctx.Done():
-			return
-		case <-t.C:
-		}
+	w.every(w.cfg.churnEvery, func() {
 		w.mu.Lock()
 		if w.noChurn {
 			w.mu.Unlock()
-			continue
+			return
 		}
 		var pick *inc
 		for range 10 {
@@ -1154,19 +1147,12 @@ func (w *world) churner() {
 				w.goWorld(func() { _ = pick.c.Close() })
 			}
 		}
-	}
+	})
 }
 
 // prober sends the next frame of every probe stream every 200ms.
 func (w *world) prober() {
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.ctx.Done():
-			return
-		case <-t.C:
-		}
+	w.every(200*time.Millisecond, func() {
 		type out struct {
 			i *inc
 			b []byte
@@ -1183,7 +1169,7 @@ func (w *world) prober() {
 		for _, o := range outs {
 			_ = o.i.c.SendRaw(o.b)
 		}
-	}
+	})
 }
 
 // quantiles formats the median and the maximum of ds.

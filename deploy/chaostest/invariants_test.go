@@ -198,15 +198,8 @@ func relTo(t, base time.Time) string {
 // difference of more than a few (logins and closes in flight) must not
 // last longer than agreeBound.
 func (w *world) statusSampler() {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
 	since := map[int]time.Time{}
-	for {
-		select {
-		case <-w.ctx.Done():
-			return
-		case <-t.C:
-		}
+	w.every(2*time.Second, func() {
 		for k, e := range w.cl.edges {
 			w.mu.Lock()
 			es := w.edges[k]
@@ -247,5 +240,5 @@ func (w *world) statusSampler() {
 			}
 			w.mu.Unlock()
 		}
-	}
+	})
 }

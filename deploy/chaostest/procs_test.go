@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/conf"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -27,53 +25,19 @@ import (
 )
 
 // Processes, the cluster and the probes the test reads them with. Small
-// helpers in the spirit of deploy/clustertest (which is a _test package, so
-// they are copied here, not imported), with what chaos needs on top: output
+// helpers in the spirit of deploy/clustertest (a _test package: what both
+// need lives in services/proctest), with what chaos needs on top: output
 // to files that survive restarts, signals (SIGKILL, SIGSTOP, SIGCONT,
 // SIGTERM) and restarts with the same command.
 
-// repoRoot is the module root, two levels up from this package.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		t.Fatal("no caller")
-	}
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
+var repoRoot = proctest.RepoRoot
 
-// creds are the passwords of the roles in deploy/nats/accounts.conf and the
-// route credentials of the nodes.
-type creds struct {
-	passwords           map[string]string
-	routeUser, routePwd string
-}
+// creds are the checked-in cluster's credentials.
+type creds = proctest.Creds
 
-// loadCreds parses deploy/nats/n1.conf (which includes accounts.conf) with
-// nats-server's own parser.
 func loadCreds(t testing.TB) creds {
 	t.Helper()
-	m, err := conf.ParseFile(filepath.Join(repoRoot(t), "deploy", "nats", "n1.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := creds{passwords: map[string]string{}}
-	accounts, _ := m["accounts"].(map[string]any)
-	for _, acc := range accounts {
-		users, _ := acc.(map[string]any)["users"].([]any)
-		for _, u := range users {
-			um := u.(map[string]any)
-			c.passwords[um["user"].(string)] = fmt.Sprint(um["password"])
-		}
-	}
-	auth := m["cluster"].(map[string]any)["authorization"].(map[string]any)
-	c.routeUser, c.routePwd = auth["user"].(string), fmt.Sprint(auth["password"])
-	for _, u := range []string{"edge", "registry", "observer"} {
-		if c.passwords[u] == "" {
-			t.Fatalf("accounts.conf: no password for user %q", u)
-		}
-	}
-	return c
+	return proctest.LoadCreds(t, "edge", "registry", "observer")
 }
 
 // freePorts returns n distinct loopback ports that were free a moment ago.
@@ -375,7 +339,7 @@ func startCluster(t testing.TB, bin, logDir string, cr creds) *cluster {
 		var routes []string
 		for j, o := range c.nodes {
 			if j != i {
-				routes = append(routes, fmt.Sprintf("nats-route://%s:%s@127.0.0.1:%d", cr.routeUser, cr.routePwd, o.routePort))
+				routes = append(routes, fmt.Sprintf("nats-route://%s:%s@127.0.0.1:%d", cr.RouteUser, cr.RoutePwd, o.routePort))
 			}
 		}
 		dir := filepath.Join(logDir, "store-"+n.name)
@@ -385,7 +349,7 @@ func startCluster(t testing.TB, bin, logDir string, cr creds) *cluster {
 		n.p = newProc(t, logDir, n.name, dir, nil, filepath.Join(bin, "nats-server"),
 			"-c", filepath.Join(repoRoot(t), "deploy", "nats", n.name+".conf"),
 			"-p", fmt.Sprint(n.port), "-m", fmt.Sprint(n.httpPort),
-			"--cluster", fmt.Sprintf("nats://%s:%s@127.0.0.1:%d", cr.routeUser, cr.routePwd, n.routePort),
+			"--cluster", fmt.Sprintf("nats://%s:%s@127.0.0.1:%d", cr.RouteUser, cr.RoutePwd, n.routePort),
 			"--routes", strings.Join(routes, ","))
 		t.Cleanup(n.p.kill)
 		if err := n.p.start(); err != nil {
@@ -396,7 +360,7 @@ func startCluster(t testing.TB, bin, logDir string, cr creds) *cluster {
 		c.waitNode(n)
 	}
 	var err error
-	c.obs, err = nats.Connect(c.urls(), nats.UserInfo("observer", cr.passwords["observer"]), nats.Name("chaostest-observer"),
+	c.obs, err = nats.Connect(c.urls(), nats.UserInfo("observer", cr.Passwords["observer"]), nats.Name("chaostest-observer"),
 		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.Timeout(2*time.Second),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			c.obsMu.Lock()
@@ -469,7 +433,7 @@ func (c *cluster) addRegistry(name string, flags ...string) *service {
 	admin := freePorts(c.t, 1)[0]
 	s := &service{name: name, admin: fmt.Sprintf("http://127.0.0.1:%d", admin)}
 	args := append([]string{"-nats", c.urls(), "-replicas", "3", "-admin", fmt.Sprintf("127.0.0.1:%d", admin)}, flags...)
-	s.p = newProc(c.t, c.logDir, name, "", []string{"NATS_USER=registry", "NATS_PASSWORD=" + c.creds.passwords["registry"]},
+	s.p = newProc(c.t, c.logDir, name, "", []string{"NATS_USER=registry", "NATS_PASSWORD=" + c.creds.Passwords["registry"]},
 		filepath.Join(c.bin, "registry"), args...)
 	c.t.Cleanup(s.p.kill)
 	c.regs = append(c.regs, s)
@@ -486,7 +450,7 @@ func (c *cluster) addEdge(id string, flags ...string) *service {
 	s := &service{name: id, id: id, admin: fmt.Sprintf("http://127.0.0.1:%d", ports[1]), ws: fmt.Sprintf("ws://127.0.0.1:%d/", ports[0])}
 	args := append([]string{"-nats", c.urls(), "-id", id,
 		"-listen", fmt.Sprintf("127.0.0.1:%d", ports[0]), "-admin", fmt.Sprintf("127.0.0.1:%d", ports[1])}, flags...)
-	s.p = newProc(c.t, c.logDir, id, "", []string{"NATS_USER=edge", "NATS_PASSWORD=" + c.creds.passwords["edge"]},
+	s.p = newProc(c.t, c.logDir, id, "", []string{"NATS_USER=edge", "NATS_PASSWORD=" + c.creds.Passwords["edge"]},
 		filepath.Join(c.bin, "edge"), args...)
 	c.t.Cleanup(s.p.kill)
 	c.edges = append(c.edges, s)

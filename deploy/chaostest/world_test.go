@@ -641,24 +641,17 @@ func (u *user) openIncs() []*inc {
 // epoch is active, and a new epoch when none is and both users can call.
 func (w *world) runCall(c *call) {
 	pause(w.ctx, time.Duration(rand.Int64N(int64(w.cfg.period))))
-	t := time.NewTicker(w.cfg.period)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.ctx.Done():
-			return
-		case <-t.C:
-		}
+	w.every(w.cfg.period, func() {
 		w.mu.Lock()
 		if !c.active {
 			if c.paused || time.Since(c.endedAt) < 300*time.Millisecond {
 				w.mu.Unlock()
-				continue
+				return
 			}
 			ia, ib := c.a.live(w), c.b.live(w)
 			if ia == nil || ib == nil {
 				w.mu.Unlock()
-				continue
+				return
 			}
 			c.epoch++
 			c.st[0], c.st[1] = w.newStream("call", ia, ib), w.newStream("call", ib, ia)
@@ -687,7 +680,7 @@ func (w *world) runCall(c *call) {
 		for k, st := range outs {
 			_ = st.from.c.SendRaw(frames[k]) // a failed write: the connection is ending, recv sees it
 		}
-	}
+	})
 }
 
 // pauseCalls ends every epoch (by the test) and keeps new ones from

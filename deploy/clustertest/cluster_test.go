@@ -65,13 +65,13 @@ func startCluster(t testing.TB, bin string, cr creds) *cluster {
 		var routes []string
 		for j, o := range c.nodes {
 			if j != i {
-				routes = append(routes, fmt.Sprintf("nats-route://%s:%s@127.0.0.1:%d", cr.routeUser, cr.routePwd, o.routePort))
+				routes = append(routes, fmt.Sprintf("nats-route://%s:%s@127.0.0.1:%d", cr.RouteUser, cr.RoutePwd, o.routePort))
 			}
 		}
 		n.args = []string{
 			"-c", deployPath(t, "nats", n.name+".conf"),
 			"-p", fmt.Sprint(n.port), "-m", fmt.Sprint(n.httpPort),
-			"--cluster", fmt.Sprintf("nats://%s:%s@127.0.0.1:%d", cr.routeUser, cr.routePwd, n.routePort),
+			"--cluster", fmt.Sprintf("nats://%s:%s@127.0.0.1:%d", cr.RouteUser, cr.RoutePwd, n.routePort),
 			"--routes", strings.Join(routes, ","),
 		}
 		n.start()
@@ -130,7 +130,7 @@ func (c *cluster) violations() []string {
 func (c *cluster) connect(user, name string, errs chan<- error) *nats.Conn {
 	c.t.Helper()
 	opts := []nats.Option{
-		nats.UserInfo(user, c.creds.passwords[user]),
+		nats.UserInfo(user, c.creds.Passwords[user]),
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(100 * time.Millisecond),
@@ -167,7 +167,7 @@ func (c *cluster) startRegistry(name string) *service {
 	c.t.Helper()
 	admin := freePort(c.t)
 	for try := 1; ; try++ {
-		p := startProc(c.t, name, "", []string{"NATS_USER=registry", "NATS_PASSWORD=" + c.creds.passwords["registry"]},
+		p := startProc(c.t, name, "", []string{"NATS_USER=registry", "NATS_PASSWORD=" + c.creds.Passwords["registry"]},
 			filepath.Join(c.bin, "registry"), "-nats", c.urls(), "-replicas", "3",
 			"-admin", fmt.Sprintf("127.0.0.1:%d", admin), "-log-level", "debug")
 		s := &service{proc: p, admin: fmt.Sprintf("http://127.0.0.1:%d", admin)}
@@ -189,7 +189,7 @@ func (c *cluster) startRegistry(name string) *service {
 func (c *cluster) startEdge(id string) *service {
 	c.t.Helper()
 	ports := freePorts(c.t, 2)
-	p := startProc(c.t, id, "", []string{"NATS_USER=edge", "NATS_PASSWORD=" + c.creds.passwords["edge"]},
+	p := startProc(c.t, id, "", []string{"NATS_USER=edge", "NATS_PASSWORD=" + c.creds.Passwords["edge"]},
 		filepath.Join(c.bin, "edge"), "-nats", c.urls(), "-id", id,
 		"-listen", fmt.Sprintf("127.0.0.1:%d", ports[0]), "-admin", fmt.Sprintf("127.0.0.1:%d", ports[1]))
 	s := &service{proc: p, admin: fmt.Sprintf("http://127.0.0.1:%d", ports[1]), ws: fmt.Sprintf("ws://127.0.0.1:%d/", ports[0])}

@@ -152,7 +152,7 @@ func TestDeployFiles(t *testing.T) {
 		compose := docs["docker-compose.yml"][0].(map[string]any)
 		services := compose["services"].(map[string]any)
 		roles := map[string]int{}
-		pw := loadCreds(t).passwords
+		pw := loadCreds(t).Passwords
 		for name, s := range services {
 			svc := s.(map[string]any)
 			build := svc["build"].(map[string]any)

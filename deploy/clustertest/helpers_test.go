@@ -4,33 +4,23 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/conf"
-
 	"github.com/natsrtc/signal/services/client"
 	"github.com/natsrtc/signal/services/proctest"
 )
 
-// repoRoot is the module root, two levels up from this package.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		t.Fatal("no caller")
-	}
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
+var repoRoot = proctest.RepoRoot
 
 // deployPath is a path under deploy/.
 func deployPath(t testing.TB, elem ...string) string {
@@ -43,37 +33,12 @@ var binaries = proctest.Binaries
 
 func TestMain(m *testing.M) { proctest.Main(m) }
 
-// creds are the credentials of the roles, read from the checked-in configs.
-type creds struct {
-	passwords           map[string]string // user -> password (SIGNAL and SYS accounts)
-	routeUser, routePwd string
-}
+// creds are the checked-in cluster's credentials.
+type creds = proctest.Creds
 
-// loadCreds parses deploy/nats/n1.conf (which includes accounts.conf) with
-// nats-server's own parser.
 func loadCreds(t testing.TB) creds {
 	t.Helper()
-	m, err := conf.ParseFile(deployPath(t, "nats", "n1.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := creds{passwords: map[string]string{}}
-	accounts, _ := m["accounts"].(map[string]any)
-	for _, acc := range accounts {
-		users, _ := acc.(map[string]any)["users"].([]any)
-		for _, u := range users {
-			um := u.(map[string]any)
-			c.passwords[um["user"].(string)] = fmt.Sprint(um["password"])
-		}
-	}
-	auth := m["cluster"].(map[string]any)["authorization"].(map[string]any)
-	c.routeUser, c.routePwd = auth["user"].(string), fmt.Sprint(auth["password"])
-	for _, u := range []string{"edge", "registry", "observer", "sys"} {
-		if c.passwords[u] == "" {
-			t.Fatalf("accounts.conf: no password for user %q", u)
-		}
-	}
-	return c
+	return proctest.LoadCreds(t, "edge", "registry", "observer", "sys")
 }
 
 var freePort = proctest.FreePort
@@ -160,16 +125,32 @@ func tail(s string, n int) string {
 // waitFor calls f until it returns nil, for at most within.
 func waitFor(t testing.TB, what string, within time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	if err := poll(within, f); err != nil {
+		t.Fatalf("%s: not within %v: %v", what, within, err)
+	}
+}
+
+// errStop, returned (or wrapped) by a poll function, ends the poll at once
+// with that error.
+var errStop = errors.New("stop polling")
+
+// poll calls f every 50ms until it returns nil (poll returns nil), an
+// errStop, or within has passed (poll returns f's last error).
+func poll(within time.Duration, f func() error) error {
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		err := f()
-		if err == nil {
-			return
+		if err == nil || errors.Is(err, errStop) {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, within, err)
+		select {
+		case <-deadline.C:
+			return err
+		case <-tick.C:
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -102,10 +102,10 @@ func startRegions(t *testing.T, bin string, cr creds, eastN, westN int, delay ti
 			var routes []string
 			for _, o := range peers {
 				if o != n {
-					routes = append(routes, fmt.Sprintf("nats-route://%s:%s@127.0.0.1:%d", cr.routeUser, cr.routePwd, o.routePort))
+					routes = append(routes, fmt.Sprintf("nats-route://%s:%s@127.0.0.1:%d", cr.RouteUser, cr.RoutePwd, o.routePort))
 				}
 			}
-			args = append(args, "--cluster", fmt.Sprintf("nats://%s:%s@127.0.0.1:%d", cr.routeUser, cr.routePwd, n.routePort),
+			args = append(args, "--cluster", fmt.Sprintf("nats://%s:%s@127.0.0.1:%d", cr.RouteUser, cr.RoutePwd, n.routePort),
 				"--routes", strings.Join(routes, ","))
 			other := map[string]string{"east": "west", "west": "east"}[n.region]
 			env = append(env, fmt.Sprintf("GATEWAY_LISTEN=127.0.0.1:%d", n.gwPort),
@@ -336,16 +336,18 @@ func (r *regions) startService(name, role, urls string, args ...string) *service
 		args = append(args, "-id", name, "-listen", fmt.Sprintf("127.0.0.1:%d", ps[1]), "-fence-after", "22s")
 		s.ws = fmt.Sprintf("ws://127.0.0.1:%d/", ps[1])
 	}
-	env := []string{"NATS_USER=" + role, "NATS_PASSWORD=" + r.creds.passwords[role]}
+	env := []string{"NATS_USER=" + role, "NATS_PASSWORD=" + r.creds.Passwords[role]}
 	for try := 1; ; try++ {
 		s.proc = startProc(r.t, name, "", env, filepath.Join(r.bin, role), args...)
-		var err error
-		deadline := time.Now().Add(30 * time.Second)
-		for time.Now().Before(deadline) && !s.proc.exited() {
-			if _, err = httpGet(s.admin + "/readyz"); err == nil {
-				return s
+		err := poll(30*time.Second, func() error {
+			if s.proc.exited() {
+				return errStop
 			}
-			time.Sleep(50 * time.Millisecond) // polling /readyz under the deadline
+			_, err := httpGet(s.admin + "/readyz")
+			return err
+		})
+		if err == nil {
+			return s
 		}
 		// A registry exits when it cannot create the buckets in time (a
 		// young cluster); like an orchestrator, start it again.
@@ -465,18 +467,19 @@ func drain(c *client.Client, quiet time.Duration) []string {
 // while (the registry may still be starting).
 func mustLogin(t testing.TB, url, name string) *client.Client {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, r := tryLogin(t, url, name, 6*time.Second)
-		if r.Kind == "ok" {
-			return c
+	var c *client.Client
+	err := poll(20*time.Second, func() error {
+		var r loginResult
+		if c, r = tryLogin(t, url, name, 6*time.Second); r.Kind == "ok" {
+			return nil
 		}
 		_ = c.Abort()
-		if time.Now().After(deadline) {
-			t.Fatalf("login %s on %s: %v", name, url, r)
-		}
-		time.Sleep(100 * time.Millisecond) // between login attempts, under the deadline
+		return fmt.Errorf("%v", r)
+	})
+	if err != nil {
+		t.Fatalf("login %s on %s: %v", name, url, err)
 	}
+	return c
 }
 
 // callPair is two logged-in users who exchange frames.

@@ -82,7 +82,7 @@ func TestRegions(t *testing.T) {
 
 	// The buckets are in east, seen from west (the observer connects to
 	// west-1: its JetStream requests cross the gateway).
-	obs, err := nats.Connect(rg.byName["west-1"].clientURL, nats.UserInfo("observer", cr.passwords["observer"]),
+	obs, err := nats.Connect(rg.byName["west-1"].clientURL, nats.UserInfo("observer", cr.Passwords["observer"]),
 		nats.Name("clustertest-observer-west"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)

@@ -98,7 +98,7 @@ func TestRunner(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"sub 'user.>'", "kv ls users", "micro ls", "--user sys", "server report jetstream",
-		fmt.Sprintf("nats://observer:%s@127.0.0.1:%d", loadCreds(t).passwords["observer"], p[0])} {
+		fmt.Sprintf("nats://observer:%s@127.0.0.1:%d", loadCreds(t).Passwords["observer"], p[0])} {
 		if !strings.Contains(text, want) {
 			t.Errorf("cluster.sh does not print %q", want)
 		}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -42,8 +41,7 @@ func Binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
+		root := RepoRoot(t)
 		for _, args := range [][]string{
 			{"build", "-o", binDir, "./cmd/signal", "./cmd/edge", "./cmd/registry"},
 			{"build", "-o", filepath.Join(binDir, "nats-server"), "github.com/nats-io/nats-server/v2"},
