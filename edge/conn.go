@@ -98,7 +98,7 @@ func (e *Edge) upgrade(w http.ResponseWriter, r *http.Request) {
 		if nc != nil {
 			_ = nc.Close()
 		}
-		e.releaseIP(ip)
+		e.release(ip)
 		e.log.Debug("upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
@@ -121,7 +121,7 @@ func (e *Edge) upgrade(w http.ResponseWriter, r *http.Request) {
 	e.conns.mu.Lock()
 	if e.closing.Load() {
 		e.conns.mu.Unlock()
-		e.releaseIP(ip)
+		e.release(ip)
 		_ = nc.Close()
 		return
 	}
@@ -202,7 +202,7 @@ func (c *conn) teardown() {
 	}
 	e := c.e
 	e.conns.remove(c)
-	e.releaseIP(c.ip)
+	e.release(c.ip)
 	e.stats.connections.Add(-1)
 	e.connWG.Done()
 }

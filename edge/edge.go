@@ -443,6 +443,10 @@ type connTable struct {
 	mu    sync.RWMutex
 	byID  map[uint64]*conn
 	perIP map[netip.Addr]int
+	// slots counts the admitted connections, from admit to release: the
+	// ones in byID and the ones still upgrading, so that upgrades running
+	// at once cannot pass the edge's bound together.
+	slots int
 	next  atomic.Uint64
 }
 

@@ -58,7 +58,7 @@ func (e *Edge) admit(w http.ResponseWriter, r *http.Request) (ip netip.Addr, aut
 	t := &e.conns
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if e.cfg.MaxConns > 0 && len(t.byID) >= e.cfg.MaxConns {
+	if e.cfg.MaxConns > 0 && t.slots >= e.cfg.MaxConns {
 		e.stats.errors[reasonConnLimit].Add(1)
 		http.Error(w, "edge is full", http.StatusServiceUnavailable)
 		return ip, "", false
@@ -68,13 +68,17 @@ func (e *Edge) admit(w http.ResponseWriter, r *http.Request) (ip netip.Addr, aut
 		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
 		return ip, "", false
 	}
-	t.perIP[ip]++ // given back by releaseIP if the upgrade fails, or at teardown
+	// Both given back by release if the upgrade fails, or at teardown.
+	t.perIP[ip]++
+	t.slots++
 	return ip, authName, true
 }
 
-func (e *Edge) releaseIP(ip netip.Addr) {
+// release gives back what admit took for a connection from ip.
+func (e *Edge) release(ip netip.Addr) {
 	t := &e.conns
 	t.mu.Lock()
+	t.slots--
 	if n := t.perIP[ip] - 1; n > 0 {
 		t.perIP[ip] = n
 	} else {

@@ -166,6 +166,44 @@ func TestConnLimits(t *testing.T) {
 	}
 }
 
+// TestConnLimitConcurrent: upgrades that run at once cannot pass the edge's
+// bound together (each takes its slot before its handshake, not after).
+func TestConnLimitConcurrent(t *testing.T) {
+	const limit, dials = 4, 32
+	s := stack.Start(t, stack.Options{Edge: edge.Config{MaxConns: limit, MaxConnsPerIP: -1}})
+	url := s.Edges[0].URL
+	type result struct {
+		c   *client.Client
+		err error
+	}
+	results := make(chan result, dials)
+	start := make(chan struct{})
+	for range dials {
+		go func() {
+			<-start
+			c, err := dialWith(url, nil)
+			results <- result{c, err}
+		}()
+	}
+	close(start)
+	admitted, full := 0, 0
+	for range dials {
+		r := <-results
+		switch {
+		case r.err == nil:
+			admitted++
+			t.Cleanup(func() { _ = r.c.Abort() })
+		case statusOf(r.err) == http.StatusServiceUnavailable:
+			full++
+		default:
+			t.Errorf("dial: %v", r.err)
+		}
+	}
+	if admitted != limit || full != dials-limit {
+		t.Fatalf("%d admitted, %d refused with 503; want %d and %d", admitted, full, limit, dials-limit)
+	}
+}
+
 func TestMessageLimits(t *testing.T) {
 	s := stack.Start(t, stack.Options{Edge: edge.Config{Rate: 50, Burst: 20, MaxLogins: 3, MaxCandidates: 5}})
 	url := s.Edges[0].URL
