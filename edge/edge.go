@@ -360,6 +360,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 		s.unsubscribe()
 	}
 	e.rooms.unsubscribeAll()
+	e.inline.detach(e)
 	for _, ch := range e.msgs {
 		close(ch)
 	}

@@ -58,6 +58,19 @@ func (x *inlineIndex) attach(e *Edge) {
 	})
 }
 
+// detach removes e's taker from its connection's tap (Shutdown, after
+// every session is gone): the connection may outlive the edge, and another
+// edge on it may take the frames of its own users.
+func (x *inlineIndex) detach(e *Edge) {
+	x.attach(e) // and never again: once does not run twice
+	if !x.on {
+		return
+	}
+	if t := natsconn.TapOf(e.nc); t != nil {
+		t.ClearTaker()
+	}
+}
+
 // add registers s, before its subscription is made.
 func (x *inlineIndex) add(s *session) {
 	x.attach(s.e)

@@ -3,6 +3,7 @@ package edge_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -152,5 +153,33 @@ func TestInlineDelivery(t *testing.T) {
 	}
 	if tap.Taken() != before {
 		t.Fatal("a session that shared its name on this edge got a frame through the tap")
+	}
+}
+
+// TestTapAfterShutdown: an edge that stops gives its connection's tap back,
+// so that the next edge on that connection (a restart in the same process)
+// gets its users' frames through it again.
+func TestTapAfterShutdown(t *testing.T) {
+	s := stack.Start(t, stack.Options{Edges: 2})
+	old := s.Edges[1]
+	tap := natsconn.TapOf(old.NC)
+	if tap == nil {
+		t.Fatal("the stack's edge connection has no tap")
+	}
+	a, b := login(t, s.Edges[0].URL, "ta-a"), login(t, old.URL, "ta-b")
+	call(t, a, b, "ta-a", "ta-b") // the old edge's taker is on the tap
+	_ = b.Close()
+	expect(t, a, `{"type":"leave"}`)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := old.Edge.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	url, _ := serveEdge(t, edge.Config{NC: old.NC, ID: old.ID, Instance: old.ID + "-again"})
+	b = login(t, url, "ta-b")
+	before := tap.Taken()
+	call(t, a, b, "ta-a", "ta-b")
+	if tap.Taken() == before {
+		t.Fatal("the restarted edge's frames did not come through the tap")
 	}
 }

@@ -75,6 +75,15 @@ func (t *Tap) SetTaker(fn Taker) bool {
 	return true
 }
 
+// ClearTaker removes the Tap's Taker, so that another may be set (an edge
+// that stopped on a connection that lives on). A call of the old Taker in
+// progress on the reading goroutine may still finish after it returns.
+func (t *Tap) ClearTaker() {
+	t.mu.Lock()
+	t.taker.Store(nil)
+	t.mu.Unlock()
+}
+
 // Taken is how many messages the Taker has taken.
 func (t *Tap) Taken() uint64 { return t.taken.Load() }
 
