@@ -15,6 +15,7 @@ import (
 
 	"github.com/natsrtc/signal/edge"
 	"github.com/natsrtc/signal/edge/stack"
+	"github.com/natsrtc/signal/services/embed"
 	"github.com/natsrtc/signal/services/natsconn"
 )
 
@@ -181,5 +182,57 @@ func TestTapAfterShutdown(t *testing.T) {
 	call(t, a, b, "ta-a", "ta-b")
 	if tap.Taken() == before {
 		t.Fatal("the restarted edge's frames did not come through the tap")
+	}
+}
+
+// TestTapGivesUpMidConnection: when the tap meets what it does not follow
+// (here a control line longer than its read buffer, which a server with a
+// raised max_control_line passes on) while a call is relaying, it passes
+// everything to nats.go from then on, and the frames of the call still
+// arrive, each once and in order, both ways.
+func TestTapGivesUpMidConnection(t *testing.T) {
+	s := stack.Start(t, stack.Options{Edges: 2, Edge: edge.Config{Rate: -1}, NATS: embed.Config{MaxControlLine: 64 << 10}})
+	nb := s.Edges[1].NC
+	tap := natsconn.TapOf(nb)
+	if tap == nil || !tap.Direct() {
+		t.Fatal("the stack's edge connection has no working tap")
+	}
+	a, b := login(t, s.Edges[0].URL, "gu-a"), login(t, s.Edges[1].URL, "gu-b")
+	call(t, a, b, "gu-a", "gu-b")
+	if tap.Taken() == 0 {
+		t.Fatal("the call did not come through the tap")
+	}
+	// A message on the edge's reply subscription (which its registry
+	// requests made) with a subject of 48 KiB.
+	inbox := nb.NewRespInbox()
+	long := inbox[:strings.LastIndexByte(inbox, '.')+1] + strings.Repeat("x", 48<<10)
+	other := s.Conn("other")
+	const n = 100
+	for i := range n {
+		if i == n/2 {
+			if err := other.Publish(long, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := other.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		send(t, a, fmt.Sprintf(`{"type":"offer","name":"gu-b","offer":%d}`, i))
+	}
+	for i := range n {
+		expect(t, b, fmt.Sprintf(`{"type":"offer","offer":%d,"name":"gu-a"}`, i))
+	}
+	waitFor(t, "the tap gives up", func() bool { return !tap.Direct() })
+	taken := tap.Taken()
+	for i := range n {
+		send(t, b, fmt.Sprintf(`{"type":"answer","name":"gu-a","answer":%d}`, i))
+		send(t, a, fmt.Sprintf(`{"type":"candidate","name":"gu-b","candidate":%d}`, i))
+	}
+	for i := range n {
+		expect(t, a, fmt.Sprintf(`{"type":"answer","answer":%d}`, i))
+		expect(t, b, fmt.Sprintf(`{"type":"candidate","candidate":%d}`, i))
+	}
+	if got := tap.Taken(); got != taken {
+		t.Fatalf("the tap took %d frames after it gave up", got-taken)
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/natsrtc/signal/edge"
 	"github.com/natsrtc/signal/registry"
+	"github.com/natsrtc/signal/services/embed"
 	"github.com/natsrtc/signal/services/natsconn"
 	"github.com/natsrtc/signal/services/natstest"
 	"github.com/natsrtc/signal/services/wire"
@@ -37,6 +38,9 @@ type Options struct {
 	// Registry is the template of the registry's configuration; NC is
 	// filled in.
 	Registry registry.Config
+	// NATS is the template of the NATS server's configuration; its Listen
+	// and StoreDir are filled in when zero.
+	NATS embed.Config
 	// Logger for the services; zero: discard.
 	Logger *slog.Logger
 }
@@ -68,7 +72,7 @@ func Start(t testing.TB, opts Options) *Stack {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Stack{NATS: natstest.Server(t), t: t, opts: opts}
+	s := &Stack{NATS: natstest.ServerWith(t, opts.NATS), t: t, opts: opts}
 	rc := opts.Registry
 	rc.NC = s.Conn("registry")
 	rc.Logger = opts.Logger

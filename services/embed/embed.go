@@ -34,6 +34,9 @@ type Config struct {
 	// ReadyTimeout bounds the wait for the server to accept clients.
 	// Zero: 10s.
 	ReadyTimeout time.Duration
+	// MaxControlLine is the longest control line (a publish's subject and
+	// reply) the server accepts. Zero: the server's default, 4 KiB.
+	MaxControlLine int32
 }
 
 // accounts is the embedded server's account configuration (see the package
@@ -88,6 +91,7 @@ func Start(cfg Config) (*server.Server, error) {
 	opts.StoreDir = dir
 	opts.NoLog = !cfg.Logs
 	opts.NoSigs = true
+	opts.MaxControlLine = cfg.MaxControlLine
 	// Signaling frames are small, but a 64 KiB SDP frame plus headers must
 	// fit; the default 1 MiB is kept.
 	s, err := server.NewServer(opts)

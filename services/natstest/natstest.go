@@ -16,11 +16,21 @@ import (
 // for the duration of t. Set SIGNAL_TEST_NATS_LOGS=1 to see the server's log.
 func Server(t testing.TB) *server.Server {
 	t.Helper()
-	s, err := embed.Start(embed.Config{
-		Listen:   "127.0.0.1:-1",
-		StoreDir: t.TempDir(),
-		Logs:     os.Getenv("SIGNAL_TEST_NATS_LOGS") != "",
-	})
+	return ServerWith(t, embed.Config{})
+}
+
+// ServerWith is Server with cfg's settings; its Listen and StoreDir are
+// filled in when zero.
+func ServerWith(t testing.TB, cfg embed.Config) *server.Server {
+	t.Helper()
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:-1"
+	}
+	if cfg.StoreDir == "" {
+		cfg.StoreDir = t.TempDir()
+	}
+	cfg.Logs = cfg.Logs || os.Getenv("SIGNAL_TEST_NATS_LOGS") != ""
+	s, err := embed.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
