@@ -83,7 +83,10 @@ func TestBrowserCallAcrossEdges(t *testing.T) {
 
 	// The caller's page mid-call, once the remote video shows frames.
 	alice.waitFor(`document.querySelector("[data-testid=remote-video]").videoWidth > 0 && document.querySelector("[data-testid=local-video]").videoWidth > 0`, "both videos to play")
-	time.Sleep(300 * time.Millisecond) // a few more frames, so the picture is not the first one
+	// A few more frames, so that the picture is not the first one.
+	const frames = `document.querySelector("[data-testid=remote-video]").getVideoPlaybackQuality().totalVideoFrames`
+	shown := eval[int64](alice, frames)
+	alice.waitFor(fmt.Sprintf("%s >= %d", frames, shown+8), "eight more remote video frames")
 	png, err := chromedp.Run(alice.ctx, chromedp.CaptureScreenshot())
 	if err != nil {
 		alice.fatalf("screenshot: %v", err)
