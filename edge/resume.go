@@ -184,7 +184,7 @@ func (e *Edge) takeOver(c *conn, s *session, rep wire.LoginReply, reply []byte, 
 			continue
 		}
 		rt := names.Token(room)
-		if e.rooms.join(rt, s) == nil {
+		if e.rooms.join(rt, s, false) == nil {
 			s.mu.Lock()
 			if s.rooms == nil {
 				s.rooms = make(map[string]string)

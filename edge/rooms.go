@@ -41,8 +41,9 @@ func (c *conn) join(s *session, f *protocol.Frame) {
 		return
 	}
 	// Subscribe before the registry adds the member: what the other
-	// members send once they know is not missed.
-	if err := e.rooms.join(rt, s); err != nil {
+	// members send once they know is not missed. It waits, unseen, until
+	// the reply has told the member list (seat).
+	if err := e.rooms.join(rt, s, true); err != nil {
 		c.roomReply("join", false, f.Room, errBusDown)
 		return
 	}
@@ -77,6 +78,7 @@ func (c *conn) join(s *session, f *protocol.Frame) {
 		rep.Users = []string{}
 	}
 	c.enqueue(ws.OpText, protocol.AppendJoinOK(nil, f.Room, rep.Users))
+	e.rooms.seat(rt, s, rep.Users)
 }
 
 // part handles {"type":"part","room":R}.
@@ -178,15 +180,59 @@ type localRoom struct {
 	tok     string
 	sub     *nats.Subscription
 	mu      sync.Mutex
-	members map[*session]struct{}
+	members map[*session]*roomSeat
+}
+
+// roomSeat is a local member's view of its room. While its join waits on
+// the registry (pending), the room's frames wait in held, unseen: the join
+// reply comes first. The reply lists the other members (known, by token);
+// from then on a joined of a member already known, or a parted of one not
+// known, is news the list already told (a join that raced this one, whose
+// registry announced it late), and is not delivered: each member is told
+// once of each other member, reply or joined, in order.
+type roomSeat struct {
+	pending bool
+	held    []keptFrame
+	known   map[string]struct{} // nil: no list to hold the frames to (a resumed session's rooms)
+}
+
+// maxHeldRoomFrames bounds the frames a pending join holds; beyond it they
+// are dropped (the room is busier than a join takes).
+const maxHeldRoomFrames = 256
+
+// admit tells whether f, from the member whose token is from, is news to
+// the seat, and updates what it knows. r.mu is held.
+func (st *roomSeat) admit(f keptFrame) bool {
+	if st.known == nil {
+		return true
+	}
+	switch {
+	case protocol.IsJoined(f.data):
+		if _, ok := st.known[f.from]; ok {
+			return false
+		}
+		st.known[f.from] = struct{}{}
+	case protocol.IsParted(f.data):
+		if _, ok := st.known[f.from]; !ok {
+			return false
+		}
+		delete(st.known, f.from)
+	}
+	return true
 }
 
 // deliver hands a room frame to every local member but its sender.
 func (r *localRoom) deliver(f keptFrame) {
 	r.mu.Lock()
 	members := make([]*session, 0, len(r.members))
-	for s := range r.members {
-		if s.token != f.from {
+	for s, st := range r.members {
+		switch {
+		case s.token == f.from:
+		case st.pending:
+			if len(st.held) < maxHeldRoomFrames {
+				st.held = append(st.held, f)
+			}
+		case st.admit(f):
 			members = append(members, s)
 		}
 	}
@@ -213,8 +259,8 @@ func (t *roomTable) init(e *Edge) {
 }
 
 // join adds s to the local members of rt, subscribing the room if it is
-// new here.
-func (t *roomTable) join(rt string, s *session) error {
+// new here. A pending member sees nothing of the room until seat.
+func (t *roomTable) join(rt string, s *session, pending bool) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -222,7 +268,7 @@ func (t *roomTable) join(rt string, s *session) error {
 	}
 	r := t.rooms[rt]
 	if r == nil {
-		r = &localRoom{tok: rt, members: make(map[*session]struct{})}
+		r = &localRoom{tok: rt, members: make(map[*session]*roomSeat)}
 		// A room's frames go through one dispatcher, in order.
 		ch := t.e.msgs[maphash.String(t.seed, rt)%uint64(len(t.e.msgs))]
 		sub, err := t.e.nc.ChanSubscribe(subject.Room(rt), ch)
@@ -234,9 +280,50 @@ func (t *roomTable) join(rt string, s *session) error {
 		t.bySub.Store(sub, r)
 	}
 	r.mu.Lock()
-	r.members[s] = struct{}{}
+	r.members[s] = &roomSeat{pending: pending}
 	r.mu.Unlock()
 	return nil
+}
+
+// seat ends the pending join of s to rt, whose reply listed users (the
+// other members) and has been sent: what the room sent meanwhile follows
+// it, in order, but for what the list already told.
+func (t *roomTable) seat(rt string, s *session, users []string) {
+	t.mu.Lock()
+	r := t.rooms[rt]
+	t.mu.Unlock()
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	st := r.members[s]
+	if st == nil {
+		r.mu.Unlock()
+		return
+	}
+	st.known = make(map[string]struct{}, len(users))
+	for _, u := range users {
+		st.known[names.Token(u)] = struct{}{}
+	}
+	// Frames that come while the held ones are delivered join them, so
+	// that nothing overtakes them: the seat stays pending until it has
+	// none left.
+	for len(st.held) > 0 {
+		held := st.held
+		st.held = nil
+		r.mu.Unlock()
+		for _, f := range held {
+			r.mu.Lock()
+			ok := st.admit(f)
+			r.mu.Unlock()
+			if ok {
+				s.deliver(f, true)
+			}
+		}
+		r.mu.Lock()
+	}
+	st.pending = false
+	r.mu.Unlock()
 }
 
 // leave removes s from rt's local members, unsubscribing the room when it

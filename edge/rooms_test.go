@@ -177,6 +177,65 @@ func TestHostileRooms(t *testing.T) {
 
 // TestLastSeatAcrossEdges: two clients on two edges race for the last seat
 // of a room, 50 rounds: exactly one wins each time.
+// TestConcurrentJoins: two users on two edges join a room at the same
+// moment. Each gets its join reply first, then hears of the other exactly
+// once: listed in its reply, or in one joined after it (not both, as when
+// the room's frames reached a member whose join was still waiting on the
+// registry).
+func TestConcurrentJoins(t *testing.T) {
+	s := stack.Start(t, stack.Options{Edges: 2})
+	cs := []*client.Client{login(t, s.Edges[0].URL, "cj0"), login(t, s.Edges[1].URL, "cj1")}
+	for round := range 20 {
+		room := fmt.Sprint("cj-", round)
+		var wg sync.WaitGroup
+		for _, c := range cs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = c.SendRaw([]byte(`{"type":"join","room":"` + room + `"}`))
+			}()
+		}
+		wg.Wait()
+		listed := 0
+		for i, c := range cs {
+			me, other := fmt.Sprint("cj", i), fmt.Sprint("cj", 1-i)
+			m := recv(t, c)
+			var rep struct {
+				Type    string   `json:"type"`
+				Success bool     `json:"success"`
+				Users   []string `json:"users"`
+			}
+			if err := json.Unmarshal(m.Raw, &rep); err != nil || rep.Type != "join" || !rep.Success {
+				t.Fatalf("round %d: %s got %s first, want its join reply", round, me, m.Raw)
+			}
+			switch {
+			case len(rep.Users) == 1 && rep.Users[0] == other:
+				listed++
+			case len(rep.Users) == 0:
+				expect(t, c, `{"type":"joined","room":"`+room+`","name":"`+other+`"}`)
+			default:
+				t.Fatalf("round %d: %s's reply lists %v", round, me, rep.Users)
+			}
+		}
+		if listed != 1 {
+			t.Fatalf("round %d: %d replies list the other member, want exactly 1", round, listed)
+		}
+		// Nothing else about the room is on its way: each one's next
+		// frame is the other's message.
+		for i, c := range cs {
+			send(t, c, fmt.Sprintf(`{"type":"message","room":"%s","data":%d}`, room, i))
+		}
+		for i, c := range cs {
+			expect(t, c, fmt.Sprintf(`{"type":"message","room":"%s","name":"cj%d","data":%d}`, room, 1-i, 1-i))
+		}
+		send(t, cs[0], `{"type":"part","room":"`+room+`"}`)
+		expect(t, cs[0], `{"type":"part","success":true,"room":"`+room+`"}`)
+		expect(t, cs[1], `{"type":"parted","room":"`+room+`","name":"cj0"}`)
+		send(t, cs[1], `{"type":"part","room":"`+room+`"}`)
+		expect(t, cs[1], `{"type":"part","success":true,"room":"`+room+`"}`)
+	}
+}
+
 func TestLastSeatAcrossEdges(t *testing.T) {
 	s := stack.Start(t, stack.Options{Edges: 2, Registry: registry.Config{MaxRoom: 3}, Edge: edge.Config{MaxRooms: 64}})
 	holders := []*client.Client{login(t, s.Edges[0].URL, "h0"), login(t, s.Edges[1].URL, "h1")}
@@ -196,16 +255,9 @@ func TestLastSeatAcrossEdges(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		// A racer's room subscription comes before its join: it may see
-		// the other one join first.
-		reply := func(c *client.Client) client.Message {
-			for {
-				if m := recv(t, c); m.Type != "joined" {
-					return m
-				}
-			}
-		}
-		results := []client.Message{reply(racers[0]), reply(racers[1])}
+		// Each racer's first frame is its reply (the room's frames wait
+		// behind it).
+		results := []client.Message{recv(t, racers[0]), recv(t, racers[1])}
 		if results[0].Type != "join" || results[1].Type != "join" || results[0].Success == results[1].Success {
 			t.Fatalf("round %d: %s and %s, want exactly one seat", round, results[0].Raw, results[1].Raw)
 		}

@@ -233,6 +233,11 @@ func AppendJoined(dst, room, name []byte) []byte {
 	return append(dst, '}')
 }
 
+// IsJoined and IsParted tell whether data is a frame that AppendJoined or
+// AppendParted wrote.
+func IsJoined(data []byte) bool { return hasPrefix(data, prefixJoined) }
+func IsParted(data []byte) bool { return hasPrefix(data, prefixParted) }
+
 // AppendParted appends {"type":"parted","room":<room>,"name":<name>}: name
 // left room.
 func AppendParted(dst, room, name []byte) []byte {
