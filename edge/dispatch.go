@@ -40,14 +40,11 @@ func (c *conn) handleMessage(op ws.OpCode, data []byte, inline bool) (ok, deferr
 	if c.revoked.Load() {
 		return true, false // closing: its name is gone, it speaks for nobody
 	}
-	if drop, ok := c.limited(); drop {
-		return ok, false
+	if op == ws.OpBinary {
+		data = nil // never a login
 	}
-	if c.e.suspect.Load() || c.e.paused() {
-		// The edge was frozen: its names may be someone else's now. Until
-		// its heartbeat has checked every session, nothing counts.
-		c.sendError(reasonBusDown, errPaused)
-		return true, false
+	if drop, ok := c.limited(data); drop {
+		return ok, false
 	}
 	if op == ws.OpBinary {
 		c.sendError(reasonBinary, "binary frames are not supported: send JSON text frames")
@@ -69,6 +66,17 @@ func (c *conn) handleMessage(op ws.OpCode, data []byte, inline bool) (ok, deferr
 			c.sendError(reasonBadFrame, "Command not found: missing type")
 		default:
 			c.sendError(reasonBadFrame, "Command not found: type is not a string")
+		}
+		return true, false
+	}
+	if c.e.suspect.Load() || c.e.paused() {
+		// The edge was frozen: its names may be someone else's now. Until
+		// its heartbeat has checked every session, nothing counts (and a
+		// login gets its reply).
+		if f.Type == protocol.TypeLogin {
+			c.loginRefused(reasonBusDown, errPaused)
+		} else {
+			c.sendError(reasonBusDown, errPaused)
 		}
 		return true, false
 	}

@@ -4,10 +4,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/natsrtc/signal/registry"
+	"github.com/natsrtc/signal/services/client"
 	"github.com/natsrtc/signal/services/natstest"
 	"github.com/natsrtc/signal/services/subject"
 )
@@ -65,4 +67,49 @@ func (c *conn) closing() bool {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.closeSent || c.done
+}
+
+// TestLoginWhilePaused: while an edge that was frozen checks its sessions,
+// a login gets its login reply (success false, and why), as every login
+// does; other messages get the error frame.
+func TestLoginWhilePaused(t *testing.T) {
+	s := natstest.Server(t)
+	quiet := slog.New(slog.DiscardHandler)
+	reg, err := registry.New(context.Background(), registry.Config{NC: natstest.Conn(t, s), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reg.Stop() })
+	// No heartbeat after the first within the test: nothing clears the
+	// state the test sets.
+	e, err := New(Config{NC: natstest.Conn(t, s), ID: "paused", Logger: quiet, Heartbeat: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = e.Serve(ln) }()
+	t.Cleanup(func() { _ = e.Shutdown(context.Background()) })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, "ws://"+ln.Addr().String()+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Abort() })
+	e.suspect.Store(true)
+	for _, tt := range []struct{ send, want string }{
+		{`{"type":"offer","name":"x","offer":1}`, `{"type":"error","message":"` + errPaused + `"}`},
+		{`{"type":"login","name":"frozen"}`, `{"type":"login","success":false,"message":"` + errPaused + `"}`},
+	} {
+		if err := c.SendRaw([]byte(tt.send)); err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.Recv(ctx)
+		if err != nil || string(m.Raw) != tt.want {
+			t.Fatalf("%s while paused: got %s, %v; want %s", tt.send, m.Raw, err, tt.want)
+		}
+	}
 }

@@ -265,7 +265,7 @@ func (c *conn) control(op ws.OpCode, p []byte) bool {
 	case ws.OpPing:
 		// Pings count against the rate like messages, and their pongs
 		// against the write queue, so a ping flood costs only its sender.
-		if drop, ok := c.limited(); drop {
+		if drop, ok := c.limited(nil); drop {
 			return ok
 		}
 		c.enqueue(ws.OpPong, bytes.Clone(p))

@@ -184,8 +184,9 @@ func (b *bucket) allow(now int64, rate float64, burst int) bool {
 // limited reports whether the client may not send this message now. It
 // tells the client once per second of limiting, and closes a connection
 // that keeps flooding with 1008.
-// ok is false when the connection was closed for it.
-func (c *conn) limited() (drop, ok bool) {
+// ok is false when the connection was closed for it. A login (data, when
+// given, is one) is answered with a login reply instead, as every login is.
+func (c *conn) limited(data []byte) (drop, ok bool) {
 	cfg := &c.e.cfg
 	if cfg.Rate <= 0 {
 		return false, true
@@ -199,11 +200,29 @@ func (c *conn) limited() (drop, ok bool) {
 		c.fail(closeLimit("rate limit (" + rateString(cfg.Rate) + " messages/s) exceeded, kept flooding"))
 		return true, false
 	}
+	msg := "rate limit exceeded (limit " + rateString(cfg.Rate) + " messages/s, burst " + strconv.Itoa(cfg.Burst) + ", -rate)"
+	if isLogin(data) {
+		if c.countLogin() {
+			c.e.stats.logins[loginInvalid].Add(1)
+			c.loginReply(false, msg+": login dropped; try again in a moment")
+		}
+		return true, true
+	}
 	if now-c.limitedAt > int64(time.Second) {
 		c.limitedAt = now
-		c.enqueue(ws.OpText, protocol.AppendError(nil, "rate limit exceeded (limit "+rateString(cfg.Rate)+" messages/s, burst "+strconv.Itoa(cfg.Burst)+", -rate): message dropped"))
+		c.enqueue(ws.OpText, protocol.AppendError(nil, msg+": message dropped"))
 	}
 	return true, true
+}
+
+// isLogin reports whether data is a login message.
+func isLogin(data []byte) bool {
+	if len(data) == 0 {
+		return false
+	}
+	f := framePool.Get().(*protocol.Frame)
+	defer framePool.Put(f)
+	return protocol.Parse(data, f) == nil && f.Type == protocol.TypeLogin
 }
 
 func rateString(r float64) string { return strconv.FormatFloat(r, 'f', -1, 64) }

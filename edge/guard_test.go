@@ -1,6 +1,7 @@
 package edge_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -243,6 +244,30 @@ func TestMessageLimits(t *testing.T) {
 		waitClosed(t, c)
 		if code, _ := c.CloseStatus(); code != ws.StatusPolicyViolation {
 			t.Fatalf("close code %d, want 1008", code)
+		}
+	})
+
+	t.Run("login over the rate", func(t *testing.T) {
+		// The burst used up by 25 bad messages written at once; the login
+		// behind them in the same write is over the rate, and gets its
+		// login reply.
+		nc := rawDial(t, nil, hostport(url))
+		var all bytes.Buffer
+		for range 25 {
+			_ = ws.WriteFrame(&all, ws.MaskFrameInPlace(ws.NewTextFrame([]byte(`{"type":"x"}`))))
+		}
+		_ = ws.WriteFrame(&all, ws.MaskFrameInPlace(ws.NewTextFrame([]byte(`{"type":"login","name":"hasty"}`))))
+		if _, err := nc.Write(all.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			f := rawRecv(t, nc)
+			if m := string(f.Payload); strings.HasPrefix(m, `{"type":"login"`) {
+				if !strings.HasPrefix(m, `{"type":"login","success":false,"message":"rate limit exceeded`) {
+					t.Fatalf("login over the rate: %s", m)
+				}
+				break
+			}
 		}
 	})
 

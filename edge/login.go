@@ -42,11 +42,7 @@ const (
 // succeed; an error frame may follow it.
 func (c *conn) login(f *protocol.Frame, data []byte) {
 	e := c.e
-	c.logins++
-	if c.logins > e.cfg.MaxLogins {
-		limit := strconv.Itoa(e.cfg.MaxLogins)
-		c.loginRefused(reasonLoginAttempts, "too many login attempts (limit "+limit+" per connection, -max-logins)")
-		c.closeWith(closeLimit("login attempts limit (" + limit + ") exceeded"))
+	if !c.countLogin() {
 		return
 	}
 	if s := c.sess; s != nil {
@@ -210,6 +206,19 @@ func (c *conn) loginOK(s *session, token string, resumed bool) []byte {
 }
 
 // loginRefused answers a login that cannot succeed, counting r.
+// countLogin counts a login attempt; past -max-logins it answers the
+// login, closes the connection and returns false.
+func (c *conn) countLogin() bool {
+	c.logins++
+	if c.logins <= c.e.cfg.MaxLogins {
+		return true
+	}
+	limit := strconv.Itoa(c.e.cfg.MaxLogins)
+	c.loginRefused(reasonLoginAttempts, "too many login attempts (limit "+limit+" per connection, -max-logins)")
+	c.closeWith(closeLimit("login attempts limit (" + limit + ") exceeded"))
+	return false
+}
+
 func (c *conn) loginRefused(r reason, why string) {
 	c.e.stats.errors[r].Add(1)
 	c.e.stats.logins[loginInvalid].Add(1)
