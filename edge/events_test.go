@@ -13,13 +13,17 @@ import (
 )
 
 // TestCallEvents: the edges add call_start (an answer relayed) and
-// call_end (leave, or an end of either side) to the stream in which the
+// call_end (leave to a peer, or an end of either side) to the stream in which the
 // registry records logins, logouts, joins and parts.
 func TestCallEvents(t *testing.T) {
 	s := stack.Start(t, stack.Options{Edges: 2})
 	a := login(t, s.Edges[0].URL, "caller")
 	b := login(t, s.Edges[1].URL, "callee")
 	call(t, a, b, "caller", "callee")
+	send(t, a, `{"type":"leave","name":"callee"}`)
+	expect(t, b, `{"type":"leave"}`)
+	// A leave outside a call (again, or to someone never called) is
+	// relayed, and ends no call.
 	send(t, a, `{"type":"leave","name":"callee"}`)
 	expect(t, b, `{"type":"leave"}`)
 	call(t, a, b, "caller", "callee")

@@ -21,11 +21,13 @@ func (s *session) addPeer(tok string) {
 	s.mu.Unlock()
 }
 
-// removePeer forgets tok as a peer of s.
-func (s *session) removePeer(tok string) {
+// removePeer forgets tok as a peer of s; false when it was none.
+func (s *session) removePeer(tok string) bool {
 	s.mu.Lock()
+	_, was := s.peers[tok]
 	s.removePeerLocked(tok)
 	s.mu.Unlock()
+	return was
 }
 
 // addPeerLocked adds tok to the set and the index; s.mu is held (the lock

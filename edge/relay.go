@@ -189,12 +189,13 @@ func (c *conn) publish(s *session, f *protocol.Frame, out []byte) {
 	}
 	p := c.sender(s)
 	r := c.route(p, f.Name)
+	inCall := false // a leave ends a call only with a peer
 	switch f.Type {
 	case protocol.TypeOffer, protocol.TypeAnswer:
 		c.cands = 0
 		s.addPeer(r.token)
 	case protocol.TypeLeave:
-		s.removePeer(r.token)
+		inCall = s.removePeer(r.token)
 	}
 	p.stamp(s, r)
 	if !c.publishDirect(p, r.subj, r.reply, out, true) {
@@ -211,7 +212,9 @@ func (c *conn) publish(s *session, f *protocol.Frame, out []byte) {
 	case protocol.TypeAnswer:
 		c.callEvent(p, s, r, events.KindCallStart, "")
 	case protocol.TypeLeave:
-		c.callEvent(p, s, r, events.KindCallEnd, events.ReasonLeave)
+		if inCall {
+			c.callEvent(p, s, r, events.KindCallEnd, events.ReasonLeave)
+		}
 	}
 }
 
