@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/natsrtc/signal/services/client"
+	"github.com/natsrtc/signal/services/subject"
 )
 
 // TestKillEdge kill -9s an edge while two of its users are in calls with
@@ -134,5 +135,39 @@ func TestKillEdge(t *testing.T) {
 		if d > 5*time.Second {
 			t.Errorf("took %v: the lease did it, not the disconnect event", d)
 		}
+	}
+}
+
+// TestExternalNATS: signal with -nats embeds no NATS server and runs its
+// registry and edge against the one named: a second signal beside the
+// first, on the first's NATS, serves calls with it.
+func TestExternalNATS(t *testing.T) {
+	bin := binaries(t)
+	wsA, wsB, natsPort := freePort(t), freePort(t), freePort(t)
+	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
+	startProc(t, filepath.Join(bin, "signal"),
+		"-listen", fmt.Sprintf("127.0.0.1:%d", wsA),
+		"-nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
+		"-data", t.TempDir(), "-id", "first")
+	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", wsA))
+	second := startProc(t, filepath.Join(bin, "signal"),
+		"-listen", fmt.Sprintf("127.0.0.1:%d", wsB), "-nats", natsURL, "-id", "second")
+	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", wsB))
+	waitLog(t, second, "no embedded server", 10*time.Second)
+	waitAnswers(t, natsURL, subject.EdgeStatus("second"))
+
+	a := dial(t, fmt.Sprintf("ws://127.0.0.1:%d/", wsA), "ext-a")
+	b := dial(t, fmt.Sprintf("ws://127.0.0.1:%d/", wsB), "ext-b")
+	_ = a.SendRaw([]byte(`{"type":"offer","name":"ext-b","offer":1}`))
+	expect(t, b, `{"type":"offer","offer":1,"name":"ext-a"}`)
+	_ = b.SendRaw([]byte(`{"type":"answer","name":"ext-a","answer":2}`))
+	expect(t, a, `{"type":"answer","answer":2}`)
+	// One name in the whole system: the second's users are in the first's
+	// bucket.
+	c := dial(t, fmt.Sprintf("ws://127.0.0.1:%d/", wsA), "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if m, err := c.Login(ctx, "ext-b"); err == nil || m.Success {
+		t.Fatalf("ext-b taken twice: %s, %v", m.Raw, err)
 	}
 }

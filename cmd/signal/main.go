@@ -1,6 +1,8 @@
 // Command signal runs the whole signaling system in one process for
 // development and tests: an embedded NATS server with JetStream (so the nats
-// CLI can watch it), the registry and one WebSocket edge.
+// CLI can watch it), the registry and one WebSocket edge. With -nats (or
+// NATS_URL) it embeds no server and runs the registry and the edge against
+// those NATS servers instead.
 //
 //	go run ./cmd/signal
 //
@@ -40,11 +42,13 @@ func main() {
 func mainErr() error {
 	fs := flag.NewFlagSet("signal", flag.ExitOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: signal [flags]\n\nRuns an embedded NATS server with JetStream, the registry and a WebSocket edge in one process.\nEvery flag can also be set by the environment variable named in its description.\n\n")
+		fmt.Fprintf(fs.Output(), "Usage: signal [flags]\n\nRuns an embedded NATS server with JetStream, the registry and a WebSocket edge in one process\n(with -nats or NATS_URL: the registry and the edge against those NATS servers, no embedded one).\nEvery flag can also be set by the environment variable named in its description.\n\n")
 		fs.PrintDefaults()
 	}
-	natsListen := cli.String(fs, "nats-listen", "SIGNAL_NATS_LISTEN", "127.0.0.1:4222", "address of the embedded NATS server (port 0: any free port)")
-	data := cli.String(fs, "data", "SIGNAL_DATA", "", "JetStream store directory; restarting with the same directory keeps state (default: a new temporary directory)")
+	natsURL := cli.String(fs, "nats", "NATS_URL", "", "NATS server URL(s), comma separated, to use instead of an embedded server (default: none: embed one on -nats-listen)")
+	auth := cli.AddNATSAuth(fs)
+	natsListen := cli.String(fs, "nats-listen", "SIGNAL_NATS_LISTEN", "127.0.0.1:4222", "address of the embedded NATS server (port 0: any free port; not with -nats)")
+	data := cli.String(fs, "data", "SIGNAL_DATA", "", "JetStream store directory of the embedded server; restarting with the same directory keeps state (default: a new temporary directory)")
 	natsLogs := cli.Bool(fs, "nats-logs", "SIGNAL_NATS_LOGS", false, "print the embedded NATS server's log")
 	shutdownTimeout := cli.Duration(fs, "shutdown-timeout", "SIGNAL_SHUTDOWN_TIMEOUT", run.DefaultShutdownTimeout, "bound on a graceful stop")
 	ef := run.AddEdgeFlags(fs)
@@ -64,19 +68,30 @@ func mainErr() error {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 
-	ns, err := embed.Start(embed.Config{Listen: *natsListen, StoreDir: *data, Logs: *natsLogs})
-	if err != nil {
-		return err
+	// The services' connections: in process to the embedded server, or
+	// to the NATS servers -nats names, with its credentials.
+	url := *natsURL
+	var connAuth *cli.NATSAuth
+	var inProc []nats.Option
+	if url == "" {
+		ns, err := embed.Start(embed.Config{Listen: *natsListen, StoreDir: *data, Logs: *natsLogs})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			log.Info("nats server stopped")
+		}()
+		url = ns.ClientURL()
+		inProc = []nats.Option{nats.InProcessServer(ns)}
+		log.Info("nats server ready", "url", url, "store", ns.JetStreamConfig().StoreDir)
+	} else {
+		connAuth = auth
+		log.Info("using the NATS servers of -nats (NATS_URL); no embedded server", "url", url)
 	}
-	defer func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-		log.Info("nats server stopped")
-	}()
-	url := ns.ClientURL()
-	log.Info("nats server ready", "url", url, "store", ns.JetStreamConfig().StoreDir)
 
-	rnc, err := run.Connect(ctx, url, "registry", nil, log, nats.InProcessServer(ns))
+	rnc, err := run.Connect(ctx, url, "registry", connAuth, log, inProc...)
 	if err != nil {
 		return err
 	}
@@ -90,7 +105,7 @@ func mainErr() error {
 	}
 
 	id, instance := ef.Identity()
-	enc, err := run.Connect(ctx, url, wire.EdgeConnName(id, instance), nil, log, nats.InProcessServer(ns))
+	enc, err := run.Connect(ctx, url, wire.EdgeConnName(id, instance), connAuth, log, inProc...)
 	if err != nil {
 		return errors.Join(err, stopRegistry(context.Background()))
 	}
