@@ -74,7 +74,9 @@ func (c *conn) handleMessage(op ws.OpCode, data []byte, inline bool) (ok, deferr
 		// its heartbeat has checked every session, nothing counts (and a
 		// login gets its reply).
 		if f.Type == protocol.TypeLogin {
-			c.loginRefused(reasonBusDown, errPaused)
+			if c.countLogin() {
+				c.loginRefused(reasonBusDown, errPaused)
+			}
 		} else {
 			c.sendError(reasonBusDown, errPaused)
 		}

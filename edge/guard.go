@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"net"
 	"net/http"
 	"net/netip"
@@ -215,9 +216,10 @@ func (c *conn) limited(data []byte) (drop, ok bool) {
 	return true, true
 }
 
-// isLogin reports whether data is a login message.
+// isLogin reports whether data is a login message (parsed only when it
+// names one at all: a flood of other messages costs a scan).
 func isLogin(data []byte) bool {
-	if len(data) == 0 {
+	if !bytes.Contains(data, []byte("login")) {
 		return false
 	}
 	f := framePool.Get().(*protocol.Frame)

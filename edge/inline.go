@@ -62,7 +62,7 @@ func (x *inlineIndex) attach(e *Edge) {
 // every session is gone): the connection may outlive the edge, and another
 // edge on it may take the frames of its own users.
 func (x *inlineIndex) detach(e *Edge) {
-	x.attach(e) // and never again: once does not run twice
+	x.once.Do(func() {}) // never attach from now on (and take nothing now)
 	if !x.on {
 		return
 	}

@@ -205,7 +205,6 @@ func (c *conn) loginOK(s *session, token string, resumed bool) []byte {
 	return b
 }
 
-// loginRefused answers a login that cannot succeed, counting r.
 // countLogin counts a login attempt; past -max-logins it answers the
 // login, closes the connection and returns false.
 func (c *conn) countLogin() bool {
@@ -219,6 +218,7 @@ func (c *conn) countLogin() bool {
 	return false
 }
 
+// loginRefused answers a login that cannot succeed, counting r.
 func (c *conn) loginRefused(r reason, why string) {
 	c.e.stats.errors[r].Add(1)
 	c.e.stats.logins[loginInvalid].Add(1)

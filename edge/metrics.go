@@ -46,6 +46,7 @@ const (
 	reasonWatchLimit
 	reasonKicked
 	reasonDispatchFull
+	reasonRoomBusy
 	numReasons
 )
 
@@ -82,20 +83,22 @@ var reasonNames = [numReasons]string{
 	reasonWatchLimit:      "watch_limit",
 	reasonKicked:          "kicked",
 	reasonDispatchFull:    "dispatch_full",
+	reasonRoomBusy:        "room_busy",
 }
 
 // dropReason classifies frames for a session that were not delivered.
 type dropReason uint8
 
 const (
-	dropBound    dropReason = iota // a held session's ResumeFrames or ResumeBytes was full
-	dropEnded                      // the session had ended (or its grace did, unresumed)
-	dropHandover                   // a resume whose old edge handed nothing over
-	dropDispatch                   // the dispatchers' channel was full (the edge is overloaded)
+	dropBound       dropReason = iota // a held session's ResumeFrames or ResumeBytes was full
+	dropEnded                         // the session had ended (or its grace did, unresumed)
+	dropHandover                      // a resume whose old edge handed nothing over
+	dropDispatch                      // the dispatchers' channel was full (the edge is overloaded)
+	dropJoinPending                   // a room frame over the bounds of a pending join
 	numDropReasons
 )
 
-var dropNames = [numDropReasons]string{"resume_bound", "ended", "no_handover", "dispatch_full"}
+var dropNames = [numDropReasons]string{"resume_bound", "ended", "no_handover", "dispatch_full", "join_pending"}
 
 // closeReasonOf maps the close frames of fail to a reason.
 func closeReasonOf(cr closeReason) reason {

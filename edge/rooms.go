@@ -69,6 +69,22 @@ func (c *conn) join(s *session, f *protocol.Frame) {
 		return
 	}
 	s.mu.Lock()
+	switch st := s.state; st {
+	case sesExpiring, sesHanding, sesEnded:
+		// The session ended, or went to another edge, while its join
+		// waited: what released its rooms here did not know of this one.
+		// Give the local seat back; an ended session's seat in the
+		// registry too (a resumed one's went with it: the registry moves
+		// its members to the new session).
+		s.mu.Unlock()
+		e.rooms.leave(rt, s)
+		if st != sesHanding {
+			ctx, cancel := e.reqCtx()
+			_ = e.call(ctx, subject.RegistryPart, wire.PartRequest{Room: room, Name: s.name, Session: s.id}, new(wire.PartReply))
+			cancel()
+		}
+		return
+	}
 	if s.rooms == nil {
 		s.rooms = make(map[string]string)
 	}
@@ -78,7 +94,9 @@ func (c *conn) join(s *session, f *protocol.Frame) {
 		rep.Users = []string{}
 	}
 	c.enqueue(ws.OpText, protocol.AppendJoinOK(nil, f.Room, rep.Users))
-	e.rooms.seat(rt, s, rep.Users)
+	if lost := e.rooms.seat(rt, s, rep.Users); lost > 0 {
+		c.sendError(reasonRoomBusy, strconv.Itoa(lost)+` frames of room "`+room+`" sent while your join was waiting were dropped (too many); part and join again for a fresh member list`)
+	}
 }
 
 // part handles {"type":"part","room":R}.
@@ -177,6 +195,7 @@ func (c *conn) roomReply(typ string, ok bool, room []byte, msg string) {
 
 // localRoom is a room with members on this edge.
 type localRoom struct {
+	e       *Edge
 	tok     string
 	sub     *nats.Subscription
 	mu      sync.Mutex
@@ -188,35 +207,63 @@ type localRoom struct {
 // reply comes first. The reply lists the other members (known, by token);
 // from then on a joined of a member already known, or a parted of one not
 // known, is news the list already told (a join that raced this one, whose
-// registry announced it late), and is not delivered: each member is told
-// once of each other member, reply or joined, in order.
+// registry announced it late), and is not delivered, nor is a message from
+// someone not known (a member who left before the list was made): each
+// member is told once of each other member, reply or joined, in order.
 type roomSeat struct {
-	pending bool
-	held    []keptFrame
-	known   map[string]struct{} // nil: no list to hold the frames to (a resumed session's rooms)
+	pending   bool
+	held      []keptFrame
+	heldBytes int
+	lost      int                 // frames not held (over the bounds below)
+	known     map[string]struct{} // nil: no list to hold the frames to (a resumed session's rooms)
 }
 
-// maxHeldRoomFrames bounds the frames a pending join holds; beyond it they
-// are dropped (the room is busier than a join takes).
-const maxHeldRoomFrames = 256
+// Bounds of what a pending join holds: room messages up to
+// maxHeldRoomFrames and maxHeldRoomBytes; joined and parted (small, and
+// what the member list is made of) up to maxHeldRoomChanges. Beyond them a
+// frame is dropped, counted, and the client is told after its join reply.
+const (
+	maxHeldRoomFrames  = 256
+	maxHeldRoomBytes   = 256 << 10
+	maxHeldRoomChanges = 1024
+)
 
-// admit tells whether f, from the member whose token is from, is news to
-// the seat, and updates what it knows. r.mu is held.
+// hold keeps f for the pending seat; false when a bound refused it. r.mu
+// is held.
+func (st *roomSeat) hold(f keptFrame) bool {
+	change := protocol.IsJoined(f.data) || protocol.IsParted(f.data)
+	switch {
+	case change && len(st.held) < maxHeldRoomChanges:
+	case !change && len(st.held) < maxHeldRoomFrames && st.heldBytes+len(f.data) <= maxHeldRoomBytes:
+	default:
+		st.lost++
+		return false
+	}
+	st.held = append(st.held, f)
+	st.heldBytes += len(f.data)
+	return true
+}
+
+// admit tells whether f, from the member whose token is f.from, is news
+// to the seat, and updates what it knows. r.mu is held.
 func (st *roomSeat) admit(f keptFrame) bool {
 	if st.known == nil {
 		return true
 	}
+	_, known := st.known[f.from]
 	switch {
 	case protocol.IsJoined(f.data):
-		if _, ok := st.known[f.from]; ok {
+		if known {
 			return false
 		}
 		st.known[f.from] = struct{}{}
 	case protocol.IsParted(f.data):
-		if _, ok := st.known[f.from]; !ok {
+		if !known {
 			return false
 		}
 		delete(st.known, f.from)
+	default:
+		return known
 	}
 	return true
 }
@@ -229,8 +276,8 @@ func (r *localRoom) deliver(f keptFrame) {
 		switch {
 		case s.token == f.from:
 		case st.pending:
-			if len(st.held) < maxHeldRoomFrames {
-				st.held = append(st.held, f)
+			if !st.hold(f) {
+				r.e.stats.dropped[dropJoinPending].Add(1)
 			}
 		case st.admit(f):
 			members = append(members, s)
@@ -268,7 +315,7 @@ func (t *roomTable) join(rt string, s *session, pending bool) error {
 	}
 	r := t.rooms[rt]
 	if r == nil {
-		r = &localRoom{tok: rt, members: make(map[*session]*roomSeat)}
+		r = &localRoom{e: t.e, tok: rt, members: make(map[*session]*roomSeat)}
 		// A room's frames go through one dispatcher, in order.
 		ch := t.e.msgs[maphash.String(t.seed, rt)%uint64(len(t.e.msgs))]
 		sub, err := t.e.nc.ChanSubscribe(subject.Room(rt), ch)
@@ -287,19 +334,20 @@ func (t *roomTable) join(rt string, s *session, pending bool) error {
 
 // seat ends the pending join of s to rt, whose reply listed users (the
 // other members) and has been sent: what the room sent meanwhile follows
-// it, in order, but for what the list already told.
-func (t *roomTable) seat(rt string, s *session, users []string) {
+// it, in order, but for what the list already told. It returns how many
+// frames the bounds of a pending join dropped.
+func (t *roomTable) seat(rt string, s *session, users []string) (lost int) {
 	t.mu.Lock()
 	r := t.rooms[rt]
 	t.mu.Unlock()
 	if r == nil {
-		return
+		return 0
 	}
 	r.mu.Lock()
 	st := r.members[s]
 	if st == nil {
 		r.mu.Unlock()
-		return
+		return 0
 	}
 	st.known = make(map[string]struct{}, len(users))
 	for _, u := range users {
@@ -323,7 +371,10 @@ func (t *roomTable) seat(rt string, s *session, users []string) {
 		r.mu.Lock()
 	}
 	st.pending = false
+	st.heldBytes = 0
+	lost, st.lost = st.lost, 0
 	r.mu.Unlock()
+	return lost
 }
 
 // leave removes s from rt's local members, unsubscribing the room when it

@@ -1,7 +1,9 @@
 package edge_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -9,11 +11,15 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natsrtc/signal/edge"
 	"github.com/natsrtc/signal/edge/stack"
 	"github.com/natsrtc/signal/registry"
 	"github.com/natsrtc/signal/services/client"
+	"github.com/natsrtc/signal/services/events"
+	"github.com/natsrtc/signal/services/names"
 	"github.com/natsrtc/signal/services/subject"
 	"github.com/natsrtc/signal/services/wire"
 )
@@ -175,8 +181,6 @@ func TestHostileRooms(t *testing.T) {
 	}
 }
 
-// TestLastSeatAcrossEdges: two clients on two edges race for the last seat
-// of a room, 50 rounds: exactly one wins each time.
 // TestConcurrentJoins: two users on two edges join a room at the same
 // moment. Each gets its join reply first, then hears of the other exactly
 // once: listed in its reply, or in one joined after it (not both, as when
@@ -236,6 +240,149 @@ func TestConcurrentJoins(t *testing.T) {
 	}
 }
 
+// TestJoinPendingBound: what a room sends while a join waits on the
+// registry is held for the joiner up to the bounds (256 messages); the
+// rest is dropped, counted, and the joiner told how many after its reply.
+func TestJoinPendingBound(t *testing.T) {
+	// One attempt of the join outlasts the test: no retries.
+	s := stack.Start(t, stack.Options{Edges: 2, Edge: edge.Config{Rate: -1, RegistryTimeout: time.Minute}})
+	a, b := login(t, s.Edges[0].URL, "pb-a"), login(t, s.Edges[1].URL, "pb-b")
+	joinRoom(t, a, "busy")
+	// From here on a registry that answers joins when the test says so.
+	_ = s.Registry.Stop()
+	asked, release := make(chan struct{}, 1), make(chan struct{})
+	var released sync.Once
+	t.Cleanup(func() { released.Do(func() { close(release) }) })
+	nc := s.Conn("slow-registry")
+	sub, err := nc.Subscribe(subject.RegistryJoin, func(m *nats.Msg) {
+		select {
+		case asked <- struct{}{}:
+		default:
+		}
+		<-release
+		body, _ := json.Marshal(wire.JoinReply{OK: true, Users: []string{"pb-a"}})
+		_ = m.Respond(body)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	send(t, b, `{"type":"join","room":"busy"}`)
+	// b's edge subscribes the room before it asks the registry, on the
+	// same connection: once the request is here, so is b's interest, and
+	// its seat is pending.
+	select {
+	case <-asked:
+	case <-time.After(wait):
+		t.Fatal("the join request did not come")
+	}
+	eb := s.Edges[1].Edge
+	const sent = 300
+	for i := range sent {
+		send(t, a, fmt.Sprintf(`{"type":"message","room":"busy","data":%d}`, i))
+	}
+	waitFor(t, "frames dropped for the pending join", func() bool { return eb.Stats().Dropped == sent-256 })
+	released.Do(func() { close(release) })
+	if m := recv(t, b); m.Type != "join" || !m.Success {
+		t.Fatalf("first frame %s, want the join reply", m.Raw)
+	}
+	for i := range 256 {
+		expect(t, b, fmt.Sprintf(`{"type":"message","room":"busy","name":"pb-a","data":%d}`, i))
+	}
+	if m := recv(t, b); m.Type != "error" || !strings.HasPrefix(m.Message, fmt.Sprintf(`%d frames of room "busy" sent while your join was waiting were dropped`, sent-256)) {
+		t.Fatalf("after the held frames: %s", m.Raw)
+	}
+}
+
+// TestJoinOfAnEndedSession: a session that ends (here: kicked) while its
+// join waits on the registry gives the seat back once the join is through: the
+// registry is asked to part it, and the edge no longer subscribes the
+// room.
+func TestJoinOfAnEndedSession(t *testing.T) {
+	s := stack.Start(t, stack.Options{Edge: edge.Config{RegistryTimeout: time.Minute}})
+	b := login(t, s.Edges[0].URL, "eo-b")
+	_ = s.Registry.Stop()
+	asked, release, parts := make(chan struct{}, 1), make(chan struct{}), make(chan wire.PartRequest, 4)
+	var released sync.Once
+	t.Cleanup(func() { released.Do(func() { close(release) }) })
+	nc := s.Conn("fake-registry")
+	respond := func(subj string, fn func(m *nats.Msg) any) {
+		sub, err := nc.Subscribe(subj, func(m *nats.Msg) {
+			body, _ := json.Marshal(fn(m))
+			_ = m.Respond(body)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	respond(subject.RegistryJoin, func(*nats.Msg) any {
+		select {
+		case asked <- struct{}{}:
+		default:
+		}
+		<-release
+		return wire.JoinReply{OK: true, Users: []string{}}
+	})
+	respond(subject.RegistryPart, func(m *nats.Msg) any {
+		var in wire.PartRequest
+		_ = json.Unmarshal(m.Data, &in)
+		parts <- in
+		return wire.PartReply{OK: true}
+	})
+	respond(subject.RegistryLogout, func(*nats.Msg) any { return wire.LogoutReply{OK: true} })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	send(t, b, `{"type":"join","room":"gone"}`)
+	select {
+	case <-asked:
+	case <-time.After(wait):
+		t.Fatal("the join request did not come")
+	}
+	// The registry kicks the session meanwhile (as registry.kick would).
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	users, err := js.KeyValue(ctx, subject.UsersBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := users.Get(ctx, names.Token("eo-b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entry wire.Entry
+	_ = json.Unmarshal(kv.Value(), &entry)
+	body, _ := json.Marshal(wire.Presence{Name: "eo-b", Edge: entry.Edge, Instance: entry.Instance, Session: entry.Session, Reason: events.ReasonKicked})
+	if err := nc.Publish(subject.PresenceOffline(names.Token("eo-b")), body); err != nil {
+		t.Fatal(err)
+	}
+	e := s.Edges[0].Edge
+	waitFor(t, "the session ends", func() bool { return e.Stats().Users == 0 })
+	released.Do(func() { close(release) })
+	select {
+	case in := <-parts:
+		if in.Room != "gone" || in.Name != "eo-b" {
+			t.Fatalf("part request %+v", in)
+		}
+	case <-time.After(wait):
+		t.Fatal("the ended session's seat was not given back to the registry")
+	}
+	waitFor(t, "the room unsubscribed", func() bool {
+		_, err := nc.Request(subject.Room(names.Token("gone")), nil, time.Second)
+		return errors.Is(err, nats.ErrNoResponders)
+	})
+}
+
+// TestLastSeatAcrossEdges: two clients on two edges race for the last seat
+// of a room, 50 rounds: exactly one wins each time.
 func TestLastSeatAcrossEdges(t *testing.T) {
 	s := stack.Start(t, stack.Options{Edges: 2, Registry: registry.Config{MaxRoom: 3}, Edge: edge.Config{MaxRooms: 64}})
 	holders := []*client.Client{login(t, s.Edges[0].URL, "h0"), login(t, s.Edges[1].URL, "h1")}

@@ -1,7 +1,7 @@
 // Command signal runs the whole signaling system in one process for
 // development and tests: an embedded NATS server with JetStream (so the nats
 // CLI can watch it), the registry and one WebSocket edge. With -nats (or
-// NATS_URL) it embeds no server and runs the registry and the edge against
+// SIGNAL_NATS_URL) it embeds no server and runs the registry and the edge against
 // those NATS servers instead.
 //
 //	go run ./cmd/signal
@@ -42,10 +42,13 @@ func main() {
 func mainErr() error {
 	fs := flag.NewFlagSet("signal", flag.ExitOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: signal [flags]\n\nRuns an embedded NATS server with JetStream, the registry and a WebSocket edge in one process\n(with -nats or NATS_URL: the registry and the edge against those NATS servers, no embedded one).\nEvery flag can also be set by the environment variable named in its description.\n\n")
+		fmt.Fprintf(fs.Output(), "Usage: signal [flags]\n\nRuns an embedded NATS server with JetStream, the registry and a WebSocket edge in one process\n(with -nats or SIGNAL_NATS_URL: the registry and the edge against those NATS servers, no embedded one).\nEvery flag can also be set by the environment variable named in its description.\n\n")
 		fs.PrintDefaults()
 	}
-	natsURL := cli.String(fs, "nats", "NATS_URL", "", "NATS server URL(s), comma separated, to use instead of an embedded server (default: none: embed one on -nats-listen)")
+	// Not NATS_URL: operators export it for the nats CLI (often with an
+	// observer's credentials), and the development command must not turn
+	// into a client of their cluster because of it.
+	natsURL := cli.String(fs, "nats", "SIGNAL_NATS_URL", "", "NATS server URL(s), comma separated, to use instead of an embedded server (default: none: embed one on -nats-listen)")
 	auth := cli.AddNATSAuth(fs)
 	natsListen := cli.String(fs, "nats-listen", "SIGNAL_NATS_LISTEN", "127.0.0.1:4222", "address of the embedded NATS server (port 0: any free port; not with -nats)")
 	data := cli.String(fs, "data", "SIGNAL_DATA", "", "JetStream store directory of the embedded server; restarting with the same directory keeps state (default: a new temporary directory)")
@@ -88,7 +91,7 @@ func mainErr() error {
 		log.Info("nats server ready", "url", url, "store", ns.JetStreamConfig().StoreDir)
 	} else {
 		connAuth = auth
-		log.Info("using the NATS servers of -nats (NATS_URL); no embedded server", "url", url)
+		log.Info("using the NATS servers of -nats; no embedded server", "url", url)
 	}
 
 	rnc, err := run.Connect(ctx, url, "registry", connAuth, log, inProc...)
