@@ -207,9 +207,10 @@ type localRoom struct {
 // reply comes first. The reply lists the other members (known, by token);
 // from then on a joined of a member already known, or a parted of one not
 // known, is news the list already told (a join that raced this one, whose
-// registry announced it late), and is not delivered, nor is a message from
-// someone not known (a member who left before the list was made): each
-// member is told once of each other member, reply or joined, in order.
+// registry announced it late), and is not delivered: each member is told
+// once of each other member, reply or joined, in order. Room messages all
+// pass: a member's first message can overtake its joined (they come from
+// different processes), and must not be lost for it.
 type roomSeat struct {
 	pending   bool
 	held      []keptFrame
@@ -262,8 +263,6 @@ func (st *roomSeat) admit(f keptFrame) bool {
 			return false
 		}
 		delete(st.known, f.from)
-	default:
-		return known
 	}
 	return true
 }
