@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/natsrtc/signal/registry"
 	"github.com/natsrtc/signal/services/client"
 	"github.com/natsrtc/signal/services/natstest"
@@ -19,18 +21,7 @@ import (
 // lost frames is closed (1011) rather than left with a call that silently
 // misses them.
 func TestDispatchFull(t *testing.T) {
-	s := natstest.Server(t)
-	quiet := slog.New(slog.DiscardHandler)
-	reg, err := registry.New(context.Background(), registry.Config{NC: natstest.Conn(t, s), Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = reg.Stop() })
-	e, err := New(Config{NC: natstest.Conn(t, s), ID: "full", Logger: quiet, dispatchQueue: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Shutdown(context.Background()) })
+	s, e := newWithRegistry(t, Config{ID: "full", dispatchQueue: 1})
 	bob, client := loggedIn(t, e, socketPairs(t), "bob")
 	go func() { _, _ = io.Copy(io.Discard, client) }()
 	pub := natstest.Conn(t, s)
@@ -62,6 +53,26 @@ func TestDispatchFull(t *testing.T) {
 	t.Logf("frames lost in a full dispatcher: %d counted; the session is closed with 1011", e.stats.dropped[dropDispatch].Load())
 }
 
+// newWithRegistry starts a NATS server, a registry and an edge of cfg
+// (its NC and Logger filled in) for the duration of t.
+func newWithRegistry(t *testing.T, cfg Config) (*server.Server, *Edge) {
+	t.Helper()
+	s := natstest.Server(t)
+	quiet := slog.New(slog.DiscardHandler)
+	reg, err := registry.New(context.Background(), registry.Config{NC: natstest.Conn(t, s), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reg.Stop() })
+	cfg.NC, cfg.Logger = natstest.Conn(t, s), quiet
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Shutdown(context.Background()) })
+	return s, e
+}
+
 // closing reports whether a close frame is queued or the socket is gone.
 func (c *conn) closing() bool {
 	c.wmu.Lock()
@@ -73,25 +84,14 @@ func (c *conn) closing() bool {
 // a login gets its login reply (success false, and why), as every login
 // does; other messages get the error frame.
 func TestLoginWhilePaused(t *testing.T) {
-	s := natstest.Server(t)
-	quiet := slog.New(slog.DiscardHandler)
-	reg, err := registry.New(context.Background(), registry.Config{NC: natstest.Conn(t, s), Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = reg.Stop() })
 	// No heartbeat after the first within the test: nothing clears the
 	// state the test sets.
-	e, err := New(Config{NC: natstest.Conn(t, s), ID: "paused", Logger: quiet, Heartbeat: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, e := newWithRegistry(t, Config{ID: "paused", Heartbeat: time.Hour})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = e.Serve(ln) }()
-	t.Cleanup(func() { _ = e.Shutdown(context.Background()) })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := client.Dial(ctx, "ws://"+ln.Addr().String()+"/", nil)

@@ -240,6 +240,20 @@ func TestConcurrentJoins(t *testing.T) {
 	}
 }
 
+// respond answers requests on subj with the JSON of what fn returns (a
+// registry the test controls) for the duration of t.
+func respond(t *testing.T, nc *nats.Conn, subj string, fn func(*nats.Msg) any) {
+	t.Helper()
+	sub, err := nc.Subscribe(subj, func(m *nats.Msg) {
+		body, _ := json.Marshal(fn(m))
+		_ = m.Respond(body)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+}
+
 // TestJoinPendingBound: what a room sends while a join waits on the
 // registry is held for the joiner up to the bounds (256 messages); the
 // rest is dropped, counted, and the joiner told how many after its reply.
@@ -254,19 +268,14 @@ func TestJoinPendingBound(t *testing.T) {
 	var released sync.Once
 	t.Cleanup(func() { released.Do(func() { close(release) }) })
 	nc := s.Conn("slow-registry")
-	sub, err := nc.Subscribe(subject.RegistryJoin, func(m *nats.Msg) {
+	respond(t, nc, subject.RegistryJoin, func(*nats.Msg) any {
 		select {
 		case asked <- struct{}{}:
 		default:
 		}
 		<-release
-		body, _ := json.Marshal(wire.JoinReply{OK: true, Users: []string{"pb-a"}})
-		_ = m.Respond(body)
+		return wire.JoinReply{OK: true, Users: []string{"pb-a"}}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -309,17 +318,7 @@ func TestJoinOfAnEndedSession(t *testing.T) {
 	var released sync.Once
 	t.Cleanup(func() { released.Do(func() { close(release) }) })
 	nc := s.Conn("fake-registry")
-	respond := func(subj string, fn func(m *nats.Msg) any) {
-		sub, err := nc.Subscribe(subj, func(m *nats.Msg) {
-			body, _ := json.Marshal(fn(m))
-			_ = m.Respond(body)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = sub.Unsubscribe() })
-	}
-	respond(subject.RegistryJoin, func(*nats.Msg) any {
+	respond(t, nc, subject.RegistryJoin, func(*nats.Msg) any {
 		select {
 		case asked <- struct{}{}:
 		default:
@@ -327,13 +326,13 @@ func TestJoinOfAnEndedSession(t *testing.T) {
 		<-release
 		return wire.JoinReply{OK: true, Users: []string{}}
 	})
-	respond(subject.RegistryPart, func(m *nats.Msg) any {
+	respond(t, nc, subject.RegistryPart, func(m *nats.Msg) any {
 		var in wire.PartRequest
 		_ = json.Unmarshal(m.Data, &in)
 		parts <- in
 		return wire.PartReply{OK: true}
 	})
-	respond(subject.RegistryLogout, func(*nats.Msg) any { return wire.LogoutReply{OK: true} })
+	respond(t, nc, subject.RegistryLogout, func(*nats.Msg) any { return wire.LogoutReply{OK: true} })
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
