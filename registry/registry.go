@@ -20,6 +20,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -364,7 +365,7 @@ func (r *Registry) enqueue(fn func(micro.Request)) micro.HandlerFunc {
 		}
 		r.inside++
 		r.qmu.Unlock()
-		r.work <- job{req: req, fn: fn}
+		r.work <- job{req: detached{Request: req, nc: r.nc}, fn: fn}
 		r.qmu.Lock()
 		if r.inside--; r.inside == 0 {
 			r.qcond.Broadcast()
@@ -374,6 +375,46 @@ func (r *Registry) enqueue(fn func(micro.Request)) micro.HandlerFunc {
 }
 
 // worker serves requests until work is closed and empty.
+// detached is a micro request answered by a worker after its micro
+// handler returned: it publishes the reply itself, because micro's own
+// Respond and Error record their outcome in the request for the
+// endpoint's statistics, which micro reads as soon as the handler returns
+// (a data race with a worker still answering). The endpoints' error counts
+// in `nats micro stats` stay zero for that reason; the registry's metrics
+// count every outcome.
+type detached struct {
+	micro.Request
+	nc *nats.Conn
+}
+
+func (d detached) Respond(data []byte, opts ...micro.RespondOpt) error {
+	m := &nats.Msg{Subject: d.Reply(), Data: data}
+	for _, opt := range opts {
+		opt(m)
+	}
+	if m.Subject == "" {
+		return nats.ErrMsgNoReply
+	}
+	return d.nc.PublishMsg(m)
+}
+
+func (d detached) RespondJSON(v any, opts ...micro.RespondOpt) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return micro.ErrMarshalResponse
+	}
+	return d.Respond(b, opts...)
+}
+
+func (d detached) Error(code, description string, data []byte, opts ...micro.RespondOpt) error {
+	if code == "" || description == "" {
+		return micro.ErrArgRequired
+	}
+	return d.Respond(data, append([]micro.RespondOpt{func(m *nats.Msg) {
+		m.Header = nats.Header{micro.ErrorHeader: {description}, micro.ErrorCodeHeader: {code}}
+	}}, opts...)...)
+}
+
 func (r *Registry) worker() {
 	defer r.workers.Done()
 	for j := range r.work {
