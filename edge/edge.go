@@ -58,7 +58,6 @@ type Edge struct {
 	js       jetstream.JetStream
 	kvMu     sync.Mutex
 	kv       jetstream.KeyValue // users bucket, read only here
-	users    jetstream.Stream   // its stream, for the last message of a key
 
 	// User and room subscriptions deliver to these channels, each drained
 	// by its own goroutine (one per CPU: a delivery may write to the

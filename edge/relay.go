@@ -1,6 +1,9 @@
 package edge
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"time"
@@ -278,21 +281,16 @@ func (e *Edge) checkOnline(c *conn, tok, name string) {
 	e.stats.checks.Add(1)
 	if !e.tryBG(func() {
 		defer func() { <-e.checks }()
-		st := e.usersStream()
-		if st == nil {
-			return
-		}
 		ctx, cancel := e.reqCtx()
 		defer cancel()
 		// The last message of the name's key: none, or a release before
 		// the frame went out, means the name was not online; a release
 		// after it says nothing about the frame.
-		m, err := st.GetLastMsgForSubject(ctx, "$KV."+subject.UsersBucket+"."+tok)
+		op, at, found, err := e.lastUserMsg(ctx, tok)
 		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
 		case err != nil:
 			return
-		case m.Header.Get("KV-Operation") == "" || !m.Time.Before(sent):
+		case found && (op == "" || !at.Before(sent)):
 			return
 		}
 		c.notOnline(tok, name, true)
@@ -301,26 +299,54 @@ func (e *Edge) checkOnline(c *conn, tok, name string) {
 	}
 }
 
-// usersStream returns the users bucket's stream, or nil while it does not
-// exist yet (the registry creates it).
-func (e *Edge) usersStream() jetstream.Stream {
-	e.kvMu.Lock()
-	st := e.users
-	e.kvMu.Unlock()
-	if st != nil {
-		return st
-	}
-	ctx, cancel := e.reqCtx()
-	defer cancel()
-	st, err := e.js.Stream(ctx, "KV_"+subject.UsersBucket)
+// lastUserMsg reads the last message of tok's key in the users bucket
+// from the stream's leader: its KV-Operation header ("" for a value) and
+// time; found false when the key has none. Not a direct get, which any
+// replica may answer: one that lags (just after a failover of the
+// stream's leader) would say a name that is online is not.
+func (e *Edge) lastUserMsg(ctx context.Context, tok string) (op string, at time.Time, found bool, err error) {
+	req, _ := json.Marshal(struct {
+		LastBySubject string `json:"last_by_subj"`
+	}{"$KV." + subject.UsersBucket + "." + tok})
+	m, err := e.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+subject.UsersBucket, req)
 	if err != nil {
-		return nil
+		return "", time.Time{}, false, err
 	}
-	e.kvMu.Lock()
-	e.users = st
-	e.kvMu.Unlock()
-	return st
+	var rep struct {
+		Message *struct {
+			Header []byte    `json:"hdrs"`
+			Time   time.Time `json:"time"`
+		} `json:"message"`
+		Error *struct {
+			ErrCode int    `json:"err_code"`
+			Desc    string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &rep); err != nil {
+		return "", time.Time{}, false, err
+	}
+	switch {
+	case rep.Error != nil && rep.Error.ErrCode == errCodeNoMessage:
+		return "", time.Time{}, false, nil
+	case rep.Error != nil:
+		return "", time.Time{}, false, errors.New(rep.Error.Desc)
+	case rep.Message == nil:
+		return "", time.Time{}, false, errors.New("stream message get: empty reply")
+	}
+	if len(rep.Message.Header) > 0 {
+		if i := bytes.Index(rep.Message.Header, []byte("KV-Operation:")); i >= 0 {
+			v := rep.Message.Header[i+len("KV-Operation:"):]
+			if j := bytes.IndexByte(v, '\r'); j >= 0 {
+				v = v[:j]
+			}
+			op = string(bytes.TrimSpace(v))
+		}
+	}
+	return op, rep.Message.Time, true, nil
 }
+
+// errCodeNoMessage is JetStream's error code for "no message found".
+const errCodeNoMessage = 10037
 
 // usersKV returns the users bucket, or nil while it does not exist yet (the
 // registry creates it).
