@@ -129,3 +129,27 @@ func TestLoginWhilePaused(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyKeepsOwnedNames: the check after a gap keeps a session whose
+// entry in the users bucket is still the one its login made, and closes
+// one whose entry is gone.
+func TestVerifyKeepsOwnedNames(t *testing.T) {
+	_, e := newWithRegistry(t, Config{ID: "verify"})
+	kept, _ := loggedIn(t, e, socketPairs(t), "kept")
+	gone, _ := loggedIn(t, e, socketPairs(t), "gone")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := e.js.KeyValue(ctx, subject.UsersBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, gone.sess.token); err != nil {
+		t.Fatal(err)
+	}
+	if !e.verifySessions() {
+		t.Fatal("not every session could be checked")
+	}
+	if kept.closing() || !gone.closing() {
+		t.Fatalf("after the check: kept closing %v, gone closing %v; want false, true", kept.closing(), gone.closing())
+	}
+}

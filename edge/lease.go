@@ -3,7 +3,6 @@ package edge
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -166,10 +165,6 @@ const verifyParallel = 32
 // ever served twice after a partition. The reads go 32 at a time. It
 // reports whether every session could be checked.
 func (e *Edge) verifySessions() bool {
-	kv := e.usersKV()
-	if kv == nil {
-		return false
-	}
 	var unknown atomic.Bool
 	var mu sync.Mutex
 	lost := 0
@@ -192,15 +187,17 @@ func (e *Edge) verifySessions() bool {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
+			// From the stream's leader: a replica lagging after a
+			// failover (likely, after a gap) would not have the entry,
+			// and a name still ours would be closed and stay taken.
 			ctx, cancel := context.WithTimeout(e.stopCtx, e.cfg.RegistryTimeout)
-			entry, err := kv.Get(ctx, s.token)
+			op, _, rev, found, err := e.lastUserMsg(ctx, s.token)
 			cancel()
 			switch {
-			case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
 			case err != nil:
 				unknown.Store(true)
 				return // cannot tell; the next gap will
-			case entry.Revision() == s.rev:
+			case found && op == "" && rev == s.rev:
 				return
 			}
 			mu.Lock()

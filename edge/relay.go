@@ -286,7 +286,7 @@ func (e *Edge) checkOnline(c *conn, tok, name string) {
 		// The last message of the name's key: none, or a release before
 		// the frame went out, means the name was not online; a release
 		// after it says nothing about the frame.
-		op, at, found, err := e.lastUserMsg(ctx, tok)
+		op, at, _, found, err := e.lastUserMsg(ctx, tok)
 		switch {
 		case err != nil:
 			return
@@ -300,22 +300,23 @@ func (e *Edge) checkOnline(c *conn, tok, name string) {
 }
 
 // lastUserMsg reads the last message of tok's key in the users bucket
-// from the stream's leader: its KV-Operation header ("" for a value) and
-// time; found false when the key has none. Not a direct get, which any
+// from the stream's leader: its KV-Operation header ("" for a value), time
+// and sequence (the entry's revision); found false when the key has none. Not a direct get, which any
 // replica may answer: one that lags (just after a failover of the
 // stream's leader) would say a name that is online is not.
-func (e *Edge) lastUserMsg(ctx context.Context, tok string) (op string, at time.Time, found bool, err error) {
+func (e *Edge) lastUserMsg(ctx context.Context, tok string) (op string, at time.Time, seq uint64, found bool, err error) {
 	req, _ := json.Marshal(struct {
 		LastBySubject string `json:"last_by_subj"`
 	}{"$KV." + subject.UsersBucket + "." + tok})
 	m, err := e.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+subject.UsersBucket, req)
 	if err != nil {
-		return "", time.Time{}, false, err
+		return "", time.Time{}, 0, false, err
 	}
 	var rep struct {
 		Message *struct {
 			Header []byte    `json:"hdrs"`
 			Time   time.Time `json:"time"`
+			Seq    uint64    `json:"seq"`
 		} `json:"message"`
 		Error *struct {
 			ErrCode int    `json:"err_code"`
@@ -323,15 +324,15 @@ func (e *Edge) lastUserMsg(ctx context.Context, tok string) (op string, at time.
 		} `json:"error"`
 	}
 	if err := json.Unmarshal(m.Data, &rep); err != nil {
-		return "", time.Time{}, false, err
+		return "", time.Time{}, 0, false, err
 	}
 	switch {
 	case rep.Error != nil && rep.Error.ErrCode == errCodeNoMessage:
-		return "", time.Time{}, false, nil
+		return "", time.Time{}, 0, false, nil
 	case rep.Error != nil:
-		return "", time.Time{}, false, errors.New(rep.Error.Desc)
+		return "", time.Time{}, 0, false, errors.New(rep.Error.Desc)
 	case rep.Message == nil:
-		return "", time.Time{}, false, errors.New("stream message get: empty reply")
+		return "", time.Time{}, 0, false, errors.New("stream message get: empty reply")
 	}
 	if len(rep.Message.Header) > 0 {
 		if i := bytes.Index(rep.Message.Header, []byte("KV-Operation:")); i >= 0 {
@@ -342,7 +343,7 @@ func (e *Edge) lastUserMsg(ctx context.Context, tok string) (op string, at time.
 			op = string(bytes.TrimSpace(v))
 		}
 	}
-	return op, rep.Message.Time, true, nil
+	return op, rep.Message.Time, rep.Message.Seq, true, nil
 }
 
 // errCodeNoMessage is JetStream's error code for "no message found".
