@@ -301,9 +301,10 @@ func (e *Edge) checkOnline(c *conn, tok, name string) {
 
 // lastUserMsg reads the last message of tok's key in the users bucket
 // from the stream's leader: its KV-Operation header ("" for a value), time
-// and sequence (the entry's revision); found false when the key has none. Not a direct get, which any
-// replica may answer: one that lags (just after a failover of the
-// stream's leader) would say a name that is online is not.
+// and sequence (the entry's revision); found false when the key has none.
+// Not a direct get, which any replica may answer: one that lags (just
+// after a failover of the stream's leader) would say a name that is online
+// is not.
 func (e *Edge) lastUserMsg(ctx context.Context, tok string) (op string, at time.Time, seq uint64, found bool, err error) {
 	req, _ := json.Marshal(struct {
 		LastBySubject string `json:"last_by_subj"`

@@ -374,7 +374,6 @@ func (r *Registry) enqueue(fn func(micro.Request)) micro.HandlerFunc {
 	}
 }
 
-// worker serves requests until work is closed and empty.
 // detached is a micro request answered by a worker after its micro
 // handler returned: it publishes the reply itself, because micro's own
 // Respond and Error record their outcome in the request for the
@@ -415,6 +414,7 @@ func (d detached) Error(code, description string, data []byte, opts ...micro.Res
 	}}, opts...)...)
 }
 
+// worker serves requests until work is closed and empty.
 func (r *Registry) worker() {
 	defer r.workers.Done()
 	for j := range r.work {
