@@ -97,7 +97,8 @@ func TestRegionsRunner(t *testing.T) {
 			t.Fatalf("regions.sh exited: %v", err)
 		default:
 		}
-		if !strings.Contains(out.String(), "two regions up") {
+		// The whole block it prints once up: it is written line by line.
+		if !strings.Contains(out.String(), "two regions up") || !strings.Contains(out.String(), "stops everything.") {
 			return fmt.Errorf("not up yet")
 		}
 		return nil

@@ -75,7 +75,8 @@ func TestRunner(t *testing.T) {
 			t.Fatalf("cluster.sh exited: %v", err)
 		default:
 		}
-		if !strings.Contains(out.String(), "signaling cluster up") {
+		// The whole block it prints once up: it is written line by line.
+		if !strings.Contains(out.String(), "stops everything.") {
 			return fmt.Errorf("not up yet")
 		}
 		return nil
