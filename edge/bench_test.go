@@ -12,7 +12,6 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/nats-io/nats.go"
 
-	"github.com/natsrtc/signal/registry"
 	"github.com/natsrtc/signal/services/names"
 	"github.com/natsrtc/signal/services/natsconn"
 	"github.com/natsrtc/signal/services/natstest"
@@ -30,17 +29,12 @@ func hotPath(tb testing.TB) (e *Edge, a, b *conn) { return hotPathOn(tb, false) 
 // through the poller's batch), as the binaries make it.
 func hotPathOn(tb testing.TB, tapped bool) (e *Edge, a, b *conn) {
 	tb.Helper()
-	s := natstest.Server(tb)
-	quiet := slog.New(slog.DiscardHandler)
-	reg, err := registry.New(context.Background(), registry.Config{NC: natstest.Conn(tb, s), Logger: quiet})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = reg.Stop() })
+	s := withRegistry(tb)
 	nc := natstest.Conn(tb, s)
 	if tapped {
 		nc.Close()
-		if nc, err = natsconn.Connect(natsconn.Config{URL: s.ClientURL(), Logger: quiet}); err != nil {
+		var err error
+		if nc, err = natsconn.Connect(natsconn.Config{URL: s.ClientURL(), Logger: slog.New(slog.DiscardHandler)}); err != nil {
 			tb.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -50,15 +44,7 @@ func hotPathOn(tb testing.TB, tapped bool) (e *Edge, a, b *conn) {
 		}
 		tb.Cleanup(nc.Close)
 	}
-	e, err = New(Config{NC: nc, ID: "bench", Logger: quiet, Rate: -1, MaxCandidates: 1 << 30})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = e.Shutdown(ctx)
-	})
+	e = newEdge(tb, Config{NC: nc, ID: "bench", Rate: -1, MaxCandidates: 1 << 30})
 	sockets := socketPairs(tb)
 	newConn := func(name string) *conn {
 		c, client := loggedIn(tb, e, sockets, name)

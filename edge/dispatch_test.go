@@ -55,22 +55,40 @@ func TestDispatchFull(t *testing.T) {
 
 // newWithRegistry starts a NATS server, a registry and an edge of cfg
 // (its NC and Logger filled in) for the duration of t.
-func newWithRegistry(t *testing.T, cfg Config) (*server.Server, *Edge) {
-	t.Helper()
-	s := natstest.Server(t)
-	quiet := slog.New(slog.DiscardHandler)
-	reg, err := registry.New(context.Background(), registry.Config{NC: natstest.Conn(t, s), Logger: quiet})
+func newWithRegistry(tb testing.TB, cfg Config) (*server.Server, *Edge) {
+	tb.Helper()
+	s := withRegistry(tb)
+	cfg.NC = natstest.Conn(tb, s)
+	return s, newEdge(tb, cfg)
+}
+
+// withRegistry starts a NATS server with a registry on it for the
+// duration of tb.
+func withRegistry(tb testing.TB) *server.Server {
+	tb.Helper()
+	s := natstest.Server(tb)
+	reg, err := registry.New(context.Background(), registry.Config{NC: natstest.Conn(tb, s), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { _ = reg.Stop() })
-	cfg.NC, cfg.Logger = natstest.Conn(t, s), quiet
+	tb.Cleanup(func() { _ = reg.Stop() })
+	return s
+}
+
+// newEdge makes an edge of cfg (its logs discarded) that stops with tb.
+func newEdge(tb testing.TB, cfg Config) *Edge {
+	tb.Helper()
+	cfg.Logger = slog.New(slog.DiscardHandler)
 	e, err := New(cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { _ = e.Shutdown(context.Background()) })
-	return s, e
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = e.Shutdown(ctx)
+	})
+	return e
 }
 
 // closing reports whether a close frame is queued or the socket is gone.

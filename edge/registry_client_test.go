@@ -23,8 +23,16 @@ import (
 // request (from 1).
 func fakeRegistry(t *testing.T, nc *nats.Conn, reply func(n int, m *nats.Msg)) {
 	t.Helper()
+	fakeEndpoint(t, nc, subject.RegistryLogin, reply)
+}
+
+// fakeEndpoint answers the registry endpoint subj on nc, in the registry's
+// queue group, with reply(n) for the n-th request (from 1), for the
+// duration of t.
+func fakeEndpoint(t *testing.T, nc *nats.Conn, subj string, reply func(n int, m *nats.Msg)) {
+	t.Helper()
 	var n atomic.Int32
-	sub, err := nc.QueueSubscribe(subject.RegistryLogin, subject.RegistryGroup, func(m *nats.Msg) { reply(int(n.Add(1)), m) })
+	sub, err := nc.QueueSubscribe(subj, subject.RegistryGroup, func(m *nats.Msg) { reply(int(n.Add(1)), m) })
 	if err != nil {
 		t.Fatal(err)
 	}

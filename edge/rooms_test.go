@@ -240,18 +240,40 @@ func TestConcurrentJoins(t *testing.T) {
 	}
 }
 
-// respond answers requests on subj with the JSON of what fn returns (a
-// registry the test controls) for the duration of t.
-func respond(t *testing.T, nc *nats.Conn, subj string, fn func(*nats.Msg) any) {
+// replyJSON answers m with the JSON of v.
+func replyJSON(m *nats.Msg, v any) {
+	body, _ := json.Marshal(v)
+	_ = m.Respond(body)
+}
+
+// slowJoins stops s's registry and answers registry.join on nc with rep,
+// each request only once release has been called (a registry the test
+// holds up). asked waits for the first request; once it is there, so is
+// the room interest its edge subscribed before asking.
+func slowJoins(t *testing.T, s *stack.Stack, nc *nats.Conn, rep wire.JoinReply) (asked, release func()) {
 	t.Helper()
-	sub, err := nc.Subscribe(subj, func(m *nats.Msg) {
-		body, _ := json.Marshal(fn(m))
-		_ = m.Respond(body)
+	_ = s.Registry.Stop()
+	came, released := make(chan struct{}, 1), make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(released) }) }
+	t.Cleanup(release)
+	fakeEndpoint(t, nc, subject.RegistryJoin, func(_ int, m *nats.Msg) {
+		select {
+		case came <- struct{}{}:
+		default:
+		}
+		<-released
+		replyJSON(m, rep)
 	})
-	if err != nil {
-		t.Fatal(err)
+	asked = func() {
+		t.Helper()
+		select {
+		case <-came:
+		case <-time.After(wait):
+			t.Fatal("the join request did not come")
+		}
 	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return asked, release
 }
 
 // TestJoinPendingBound: what a room sends while a join waits on the
@@ -263,38 +285,16 @@ func TestJoinPendingBound(t *testing.T) {
 	a, b := login(t, s.Edges[0].URL, "pb-a"), login(t, s.Edges[1].URL, "pb-b")
 	joinRoom(t, a, "busy")
 	// From here on a registry that answers joins when the test says so.
-	_ = s.Registry.Stop()
-	asked, release := make(chan struct{}, 1), make(chan struct{})
-	var released sync.Once
-	t.Cleanup(func() { released.Do(func() { close(release) }) })
-	nc := s.Conn("slow-registry")
-	respond(t, nc, subject.RegistryJoin, func(*nats.Msg) any {
-		select {
-		case asked <- struct{}{}:
-		default:
-		}
-		<-release
-		return wire.JoinReply{OK: true, Users: []string{"pb-a"}}
-	})
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	asked, release := slowJoins(t, s, s.Conn("slow-registry"), wire.JoinReply{OK: true, Users: []string{"pb-a"}})
 	send(t, b, `{"type":"join","room":"busy"}`)
-	// b's edge subscribes the room before it asks the registry, on the
-	// same connection: once the request is here, so is b's interest, and
-	// its seat is pending.
-	select {
-	case <-asked:
-	case <-time.After(wait):
-		t.Fatal("the join request did not come")
-	}
+	asked() // b's seat is pending
 	eb := s.Edges[1].Edge
 	const sent = 300
 	for i := range sent {
 		send(t, a, fmt.Sprintf(`{"type":"message","room":"busy","data":%d}`, i))
 	}
 	waitFor(t, "frames dropped for the pending join", func() bool { return eb.Stats().Dropped == sent-256 })
-	released.Do(func() { close(release) })
+	release()
 	if m := recv(t, b); m.Type != "join" || !m.Success {
 		t.Fatalf("first frame %s, want the join reply", m.Raw)
 	}
@@ -313,35 +313,18 @@ func TestJoinPendingBound(t *testing.T) {
 func TestJoinOfAnEndedSession(t *testing.T) {
 	s := stack.Start(t, stack.Options{Edge: edge.Config{RegistryTimeout: time.Minute}})
 	b := login(t, s.Edges[0].URL, "eo-b")
-	_ = s.Registry.Stop()
-	asked, release, parts := make(chan struct{}, 1), make(chan struct{}), make(chan wire.PartRequest, 4)
-	var released sync.Once
-	t.Cleanup(func() { released.Do(func() { close(release) }) })
 	nc := s.Conn("fake-registry")
-	respond(t, nc, subject.RegistryJoin, func(*nats.Msg) any {
-		select {
-		case asked <- struct{}{}:
-		default:
-		}
-		<-release
-		return wire.JoinReply{OK: true, Users: []string{}}
-	})
-	respond(t, nc, subject.RegistryPart, func(m *nats.Msg) any {
+	asked, release := slowJoins(t, s, nc, wire.JoinReply{OK: true, Users: []string{}})
+	parts := make(chan wire.PartRequest, 4)
+	fakeEndpoint(t, nc, subject.RegistryPart, func(_ int, m *nats.Msg) {
 		var in wire.PartRequest
 		_ = json.Unmarshal(m.Data, &in)
 		parts <- in
-		return wire.PartReply{OK: true}
+		replyJSON(m, wire.PartReply{OK: true})
 	})
-	respond(t, nc, subject.RegistryLogout, func(*nats.Msg) any { return wire.LogoutReply{OK: true} })
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	fakeEndpoint(t, nc, subject.RegistryLogout, func(_ int, m *nats.Msg) { replyJSON(m, wire.LogoutReply{OK: true}) })
 	send(t, b, `{"type":"join","room":"gone"}`)
-	select {
-	case <-asked:
-	case <-time.After(wait):
-		t.Fatal("the join request did not come")
-	}
+	asked()
 	// The registry kicks the session meanwhile (as registry.kick would).
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -365,7 +348,7 @@ func TestJoinOfAnEndedSession(t *testing.T) {
 	}
 	e := s.Edges[0].Edge
 	waitFor(t, "the session ends", func() bool { return e.Stats().Users == 0 })
-	released.Do(func() { close(release) })
+	release()
 	select {
 	case in := <-parts:
 		if in.Room != "gone" || in.Name != "eo-b" {
