@@ -201,19 +201,24 @@ func (c *conn) limited(data []byte) (drop, ok bool) {
 		c.fail(closeLimit("rate limit (" + rateString(cfg.Rate) + " messages/s) exceeded, kept flooding"))
 		return true, false
 	}
-	msg := "rate limit exceeded (limit " + rateString(cfg.Rate) + " messages/s, burst " + strconv.Itoa(cfg.Burst) + ", -rate)"
 	if isLogin(data) {
 		if c.countLogin() {
 			c.e.stats.logins[loginInvalid].Add(1)
-			c.loginReply(false, msg+": login dropped; try again in a moment")
+			c.loginReply(false, rateMessage(cfg)+": login dropped; try again in a moment")
 		}
 		return true, true
 	}
 	if now-c.limitedAt > int64(time.Second) {
 		c.limitedAt = now
-		c.enqueue(ws.OpText, protocol.AppendError(nil, msg+": message dropped"))
+		c.enqueue(ws.OpText, protocol.AppendError(nil, rateMessage(cfg)+": message dropped"))
 	}
 	return true, true
+}
+
+// rateMessage says which rate limit a client is over (made only when it is
+// told: most refused messages of a flood are not).
+func rateMessage(cfg *Config) string {
+	return "rate limit exceeded (limit " + rateString(cfg.Rate) + " messages/s, burst " + strconv.Itoa(cfg.Burst) + ", -rate)"
 }
 
 // isLogin reports whether data is a login message (parsed only when it
